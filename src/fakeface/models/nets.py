@@ -1,0 +1,96 @@
+"""Plain networks (no Lightning): the original CNN, and the DCGAN generator and discriminator."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def _seed_features(in_channels: int = 3) -> nn.Sequential:
+    """The original's three conv blocks ("valid" padding, ReLU before BatchNorm)."""
+    return nn.Sequential(
+        nn.Conv2d(in_channels, 64, 3),
+        nn.ReLU(inplace=True),
+        nn.BatchNorm2d(64),
+        nn.MaxPool2d(2),
+        nn.Conv2d(64, 128, 5),
+        nn.ReLU(inplace=True),
+        nn.BatchNorm2d(128),
+        nn.MaxPool2d(2),
+        nn.Dropout(0.2),
+        nn.Conv2d(128, 64, 3),
+        nn.ReLU(inplace=True),
+        nn.BatchNorm2d(64),
+        nn.MaxPool2d(2),
+        nn.Dropout(0.3),
+    )
+
+
+def _feature_side(image_size: int) -> int:
+    """Spatial side after the conv blocks: 128 -> 126 -> 63 -> 59 -> 29 -> 27 -> 13."""
+    side = image_size
+    for kernel in (3, 5, 3):
+        side = (side - kernel + 1) // 2
+    if side < 1:
+        raise ValueError(f"image_size={image_size} is too small for SeedCNN (needs >= 22)")
+    return side
+
+
+class SeedCNN(nn.Module):
+    """The original Keras CNN: 1,666,114 trainable parameters at 128x128 with 2 outputs.
+
+    Args:
+        num_outputs: 2 logits for the classifier, 1 for the GAN discriminator.
+        image_size: input side in pixels; sets the width of the first dense layer.
+    """
+
+    def __init__(self, num_outputs: int = 2, image_size: int = 128) -> None:
+        super().__init__()
+        side = _feature_side(image_size)
+        self.features = _seed_features()
+        self.head = nn.Sequential(
+            nn.Flatten(),
+            nn.Linear(64 * side * side, 128),
+            nn.ReLU(inplace=True),
+            nn.BatchNorm1d(128),
+            nn.Dropout(0.2),
+            nn.Linear(128, num_outputs),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # x: N x 3 x H x W in [0, 1] -> N x num_outputs logits (no softmax: losses take logits)
+        return self.head(self.features(x))
+
+
+class Generator(nn.Module):
+    """The original DCGAN generator: latent -> 8x8x128 -> four x2 transposed convs -> 128x128 RGB.
+
+    Args:
+        latent_dim: size of the noise vector (128 in the original).
+    """
+
+    def __init__(self, latent_dim: int = 128) -> None:
+        super().__init__()
+        self.latent_dim = latent_dim
+        self.project = nn.Linear(latent_dim, 8 * 8 * 128)  # no activation here, as the original
+        layers: list[nn.Module] = []
+        channels = 128
+        for out in (64, 128, 64, 64):  # 8 -> 16 -> 32 -> 64 -> 128 pixels
+            layers += [nn.ConvTranspose2d(channels, out, 4, stride=2, padding=1), nn.LeakyReLU(0.2)]
+            channels = out
+        layers += [nn.Conv2d(channels, 3, 5, padding=2), nn.Sigmoid()]
+        self.upsample = nn.Sequential(*layers)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        # z: N x latent_dim -> N x 3 x 128 x 128 in [0, 1], like the training images
+        return self.upsample(self.project(z).view(-1, 128, 8, 8))
+
+
+class Discriminator(SeedCNN):
+    """The SeedCNN body with one logit (the original's one-unit softmax was constant 1: fixed)."""
+
+    def __init__(self, image_size: int = 128) -> None:
+        super().__init__(num_outputs=1, image_size=image_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x).squeeze(1)  # N logits
