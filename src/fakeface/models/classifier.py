@@ -1,0 +1,175 @@
+"""CNNClassifier: the real-vs-fake LightningModule around SeedCNN (or a torchvision model)."""
+
+from __future__ import annotations
+
+import lightning as L
+import numpy as np
+import torch
+import torch.nn.functional as F
+import torchmetrics
+import torchvision
+from lightning.pytorch.loggers import TensorBoardLogger
+from torch import nn
+
+from fakeface.models.nets import SeedCNN
+
+CLASS_NAMES = ("fake", "real")  # ImageFolder order: alphabetical, fake=0, real=1
+MAX_MISCLASSIFIED = 64  # test images kept for the TensorBoard grid
+
+
+def build_net(arch: str, image_size: int, num_classes: int = 2) -> nn.Module:
+    """`seed_cnn` (the original CNN) or any torchvision classification model, built from scratch."""
+    if arch == "seed_cnn":
+        return SeedCNN(num_outputs=num_classes, image_size=image_size)
+    available = torchvision.models.list_models(module=torchvision.models)
+    if arch not in available:
+        raise ValueError(
+            f"unknown model.arch={arch!r}: use 'seed_cnn' or a torchvision classification model "
+            f"such as resnet18, resnet34, efficientnet_b0 (available: {', '.join(available)})"
+        )
+    return torchvision.models.get_model(arch, weights=None, num_classes=num_classes)
+
+
+def _metrics(stage: str) -> torchmetrics.MetricCollection:
+    # Positive class = fake: the detector's job is to flag generated faces.
+    return torchmetrics.MetricCollection(
+        {
+            "acc": torchmetrics.classification.BinaryAccuracy(),
+            "auroc": torchmetrics.classification.BinaryAUROC(),
+            "ap": torchmetrics.classification.BinaryAveragePrecision(),
+            "f1": torchmetrics.classification.BinaryF1Score(),
+        },
+        prefix=f"{stage}/",
+    )
+
+
+def confusion_figure(confmat: torch.Tensor):  # noqa: ANN201 (a matplotlib Figure)
+    """A 2x2 confusion matrix (rows true, columns predicted) as a labelled heat map."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4, 4))
+    ax.imshow(confmat.numpy(), cmap="Blues")
+    for (row, col), count in np.ndenumerate(confmat.numpy()):
+        ax.text(col, row, str(count), ha="center", va="center", fontsize=14)
+    ax.set(xticks=[0, 1], yticks=[0, 1], xticklabels=CLASS_NAMES, yticklabels=CLASS_NAMES)
+    ax.set(xlabel="predicted", ylabel="true", title="test confusion matrix")
+    fig.tight_layout()
+    return fig
+
+
+class CNNClassifier(L.LightningModule):
+    """Real-vs-fake classifier; the original recipe by default (SGD 0.01, plateau schedule).
+
+    Args:
+        arch: `seed_cnn` or a torchvision model name.
+        image_size: input side in pixels (travels into checkpoints and exported files).
+        lr: learning rate. momentum, weight_decay: SGD settings (0 in the original).
+        plateau_factor, plateau_patience, plateau_min_delta: ReduceLROnPlateau on `val/loss`.
+        channels_last: run convolutions in NHWC, the fast layout for bf16 on CPU and GPU.
+    """
+
+    def __init__(
+        self,
+        arch: str = "seed_cnn",
+        image_size: int = 128,
+        lr: float = 0.01,
+        momentum: float = 0.0,
+        weight_decay: float = 0.0,
+        plateau_factor: float = 0.2,
+        plateau_patience: int = 3,
+        plateau_min_delta: float = 1e-4,
+        channels_last: bool = True,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.net = build_net(arch, image_size)
+        if channels_last:
+            self.net = self.net.to(memory_format=torch.channels_last)
+        self.class_names = CLASS_NAMES
+        self.val_metrics = _metrics("val")
+        self.test_metrics = _metrics("test")
+        self.test_confmat = torchmetrics.classification.MulticlassConfusionMatrix(2)
+        self.misclassified: list[tuple[torch.Tensor, torch.Tensor]] = []  # (uint8 images, labels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # x: N x 3 x H x W in [0, 1] -> N x 2 logits
+        if self.hparams.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self.net(x)
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        logits = self(x)
+        loss = F.cross_entropy(logits, y)
+        acc = (logits.argmax(1) == y).float().mean()
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True)
+        self.log("train/acc", acc, on_step=False, on_epoch=True, prog_bar=True)
+        return loss
+
+    def _eval_step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:
+        x, y = batch
+        logits = self(x).float()
+        loss = F.cross_entropy(logits, y)
+        p_fake = logits.softmax(1)[:, 0]
+        is_fake = (y == 0).int()
+        metrics = self.val_metrics if stage == "val" else self.test_metrics
+        metrics.update(p_fake, is_fake)
+        self.log(f"{stage}/loss", loss, prog_bar=stage == "val")
+        self.log_dict(metrics, prog_bar=stage == "val")
+        return p_fake
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        self._eval_step(batch, "val")
+
+    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        x, y = batch
+        p_fake = self._eval_step(batch, "test")
+        pred = (p_fake < 0.5).long()  # class id: fake=0 when p_fake >= 0.5
+        self.test_confmat.update(pred, y)
+        room = MAX_MISCLASSIFIED - sum(len(images) for images, _ in self.misclassified)
+        wrong = (pred != y).nonzero().squeeze(1)[: max(room, 0)]
+        if len(wrong):
+            # uint8 on the CPU: at most 64 small images kept for the report grid
+            images = (x[wrong].float() * 255).round().to(torch.uint8).cpu()
+            self.misclassified.append((images, y[wrong].cpu()))
+
+    def on_test_epoch_start(self) -> None:
+        self.misclassified.clear()
+        self.test_confmat.reset()
+
+    def on_test_epoch_end(self) -> None:
+        confmat = self.test_confmat.compute().cpu()  # rows: true class, columns: predicted
+        self.test_confusion = confmat.tolist()
+        tensorboard = next((lg for lg in self.loggers if isinstance(lg, TensorBoardLogger)), None)
+        if tensorboard is None:
+            return
+        tensorboard.experiment.add_figure("test/confusion_matrix", confusion_figure(confmat))
+        if self.misclassified:
+            images = torch.cat([images for images, _ in self.misclassified])
+            grid = torchvision.utils.make_grid(images, nrow=8, padding=2)
+            tensorboard.experiment.add_image("test/misclassified", grid)
+
+    def predict_step(self, batch: torch.Tensor | tuple, batch_idx: int) -> torch.Tensor:
+        x = batch[0] if isinstance(batch, (tuple, list)) else batch
+        return self(x).float().softmax(1)  # N x [p_fake, p_real]
+
+    def configure_optimizers(self) -> dict:
+        hp = self.hparams
+        optimizer = torch.optim.SGD(
+            self.parameters(), lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay
+        )
+        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer,
+            mode="min",
+            factor=hp.plateau_factor,
+            patience=hp.plateau_patience,
+            threshold=hp.plateau_min_delta,
+            threshold_mode="abs",  # Keras' min_delta is an absolute change
+        )
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "monitor": "val/loss", "interval": "epoch"},
+        }
