@@ -35,9 +35,9 @@ def face_folder(tmp_path: Path) -> Path:
 
 
 def compose(config_name: str, overrides: list[str]):
-    """Compose a Hydra config from the package's conf/ with `hydra:` interpolations resolvable."""
+    """Compose a config from the package's conf/ (override paths.* since there is no Hydra run)."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        return hydra_compose(config_name, overrides=overrides, return_hydra_config=True)
+        return hydra_compose(config_name, overrides=overrides)

@@ -55,6 +55,8 @@ class History(Callback):
 
     def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         row = {"epoch": trainer.current_epoch}
+        if trainer.optimizers:
+            row["lr"] = trainer.optimizers[0].param_groups[0]["lr"]
         for key, value in trainer.callback_metrics.items():
             if key.startswith(("train/", "val/")) and not key.endswith("_step"):
                 row[key.removesuffix("_epoch")] = float(value)
@@ -106,8 +108,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     datamodule: L.LightningDataModule = instantiate(cfg.data)
     model: L.LightningModule = instantiate(cfg.model)
     throughput, history = Throughput(), History()
-    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
-    loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values()]
+    # A group entry set to null on the command line (callbacks.progress_bar=null) is switched off.
+    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
+    loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c]
     trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)
     trainer_cfg["precision"] = resolve_precision(
         trainer_cfg.get("precision", "auto"), trainer_cfg.get("accelerator", "auto")
@@ -117,7 +120,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         trainer_cfg, callbacks=[*callbacks, throughput, history], logger=loggers or False
     )
     for lg in loggers:
-        lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+        lg.log_hyperparams({k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items() if k != "hydra"})
 
     ckpt_path = cfg.get("ckpt_path")
     if ckpt_path == "last":

@@ -37,7 +37,7 @@ class FaceDataset(Dataset):
         if on_bad_image not in ("skip", "error"):
             raise ValueError(f"data.on_bad_image={on_bad_image!r}: use 'skip' or 'error'")
         self.paths = frame["image_path"].tolist()
-        self.labels = torch.as_tensor(frame["label"].to_numpy(), dtype=torch.long)
+        self.labels = torch.tensor(frame["label"].tolist(), dtype=torch.long)
         self.image_size = image_size
         self.hflip = hflip
         self.on_bad_image = on_bad_image

@@ -1,0 +1,165 @@
+"""Package foundation: SeedCNN, preprocessing, FaceDataModule, configs and the training run."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import CONF_DIR, compose, make_face_folder
+from PIL import Image
+
+from fakeface.data.datamodule import FaceDataModule
+from fakeface.data.index import DatasetError, build_index
+from fakeface.models.nets import SeedCNN
+from fakeface.preprocess import preprocess_file
+from fakeface.train import train
+
+
+def test_seed_cnn_matches_the_keras_parameter_count() -> None:
+    net = SeedCNN()
+    trainable = sum(p.numel() for p in net.parameters() if p.requires_grad)
+    running = sum(b.numel() for n, b in net.named_buffers() if "running" in n)
+    assert trainable == 1_666_114
+    assert trainable + running == 1_666_882  # Keras counts BN running mean/var as parameters
+    assert net.eval()(torch.rand(2, 3, 128, 128)).shape == (2, 2)
+
+
+def test_preprocess_is_rgb_128_scaled(tmp_path: Path) -> None:
+    pixels = np.zeros((256, 256, 3), np.uint8)
+    pixels[..., 0] = 255  # pure red: must land in channel 0 (RGB, not BGR)
+    Image.fromarray(pixels).save(tmp_path / "red.png")
+    x = preprocess_file(tmp_path / "red.png")
+    assert x.shape == (3, 128, 128) and x.dtype == torch.float32
+    assert torch.allclose(x[0], torch.ones(128, 128)) and x[1:].abs().max() == 0
+
+
+def test_datamodule_reads_each_split_with_imagefolder_labels(face_folder: Path) -> None:
+    dm = FaceDataModule(root=str(face_folder), batch_size=4, num_workers=0)
+    dm.setup("fit")
+    dm.setup("test")
+    x, y = next(iter(dm.train_dataloader()))
+    assert x.shape == (4, 3, 128, 128) and x.dtype == torch.float32
+    assert 0.0 <= x.min() and x.max() <= 1.0 and x.max() > 0.5
+    assert set(y.tolist()) <= {0, 1}
+    assert dm.class_names == ["fake", "real"]
+    for loader, split in ((dm.val_dataloader(), "valid"), (dm.test_dataloader(), "test")):
+        paths = loader.dataset.paths
+        assert len(paths) == 12 and all(f"/{split}/" in p for p in paths)
+        labels = loader.dataset.labels.tolist()
+        assert labels == [0 if "/fake/" in p else 1 for p in paths]
+
+
+def test_class_filter_keeps_one_class_with_its_label(face_folder: Path) -> None:
+    dm = FaceDataModule(root=str(face_folder), classes=["real"], train_split="valid")
+    dm.setup("fit")
+    assert set(dm.train_set.labels.tolist()) == {1}
+    assert all("/valid/real/" in p for p in dm.train_set.paths)
+
+
+def test_index_dataframe(face_folder: Path) -> None:
+    frame = build_index(face_folder)
+    assert list(frame.columns[:3]) == ["image_path", "label", "class_name"]
+    counts = frame.groupby(["split", "class_name"]).size()
+    assert counts.tolist() == [6] * 6
+
+
+@pytest.mark.parametrize(
+    ("breakage", "message"),
+    [
+        ("no_root", "data=synthetic"),
+        ("no_split", "split folder"),
+        ("empty_class", "has no images"),
+        ("three_classes", "exactly two"),
+    ],
+)
+def test_data_errors_say_what_to_do(face_folder: Path, breakage: str, message: str) -> None:
+    root = face_folder
+    if breakage == "no_root":
+        root = face_folder / "nowhere"
+    elif breakage == "no_split":
+        for f in (face_folder / "valid").rglob("*.jpg"):
+            f.unlink()
+        for d in sorted((face_folder / "valid").iterdir()):
+            d.rmdir()
+        (face_folder / "valid").rmdir()
+    elif breakage == "empty_class":
+        for f in (face_folder / "train" / "real").glob("*.jpg"):
+            f.unlink()
+    elif breakage == "three_classes":
+        extra = face_folder / "train" / "other"
+        extra.mkdir()
+        Image.new("RGB", (8, 8)).save(extra / "x.jpg")
+    dm = FaceDataModule(root=str(root), num_workers=0)
+    with pytest.raises(DatasetError, match=message):
+        dm.setup("fit")
+
+
+@pytest.mark.parametrize(
+    "name", sorted(p.stem for p in (Path(CONF_DIR) / "experiment").glob("*.yaml"))
+)
+def test_every_experiment_composes(name: str, tmp_path: Path) -> None:
+    cfg = compose("train", [f"experiment={name}", f"paths.root_dir={tmp_path}"])
+    assert cfg.model._target_.startswith("fakeface.")
+    assert cfg.data.batch_size > 0 and cfg.trainer.max_epochs > 0
+
+
+def tiny_run_cfg(root: Path, out: Path, *extra: str):
+    return compose(
+        "train",
+        [
+            "experiment=cnn",
+            "debug=tiny",
+            f"data.root={root}",
+            f"paths.root_dir={out.parent}",
+            f"paths.output_dir={out}",
+            "callbacks.progress_bar=null",
+            *extra,
+        ],
+    )
+
+
+def test_one_epoch_run_writes_everything(face_folder: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    metrics = train(tiny_run_cfg(face_folder, out, "export=false"))
+    assert (out / "checkpoints" / "last.ckpt").is_file()
+    assert list((out / "tensorboard").glob("events.out.tfevents.*"))
+    assert (out / "curves.png").stat().st_size > 1000
+    saved = json.loads((out / "metrics.json").read_text())
+    assert saved["epochs"] == 1 and saved["train_images_per_s"] > 0
+    assert 0.0 <= saved["test"]["test/acc"] <= 1.0
+    assert Path(saved["best_checkpoint"]).is_file()
+    assert saved["test"] == metrics["test"]
+
+
+def test_resume_from_last_checkpoint_continues_epochs(face_folder: Path, tmp_path: Path) -> None:
+    first = tmp_path / "first"
+    train(tiny_run_cfg(face_folder, first, "export=false", "test=false"))
+    second = tmp_path / "second"
+    last = first / "checkpoints" / "last.ckpt"
+    metrics = train(
+        tiny_run_cfg(
+            face_folder, second, "export=false", "test=false", "trainer.max_epochs=2",
+            f"ckpt_path={last}",
+        )
+    )
+    assert metrics["epochs"] == 2
+    assert [row["epoch"] for row in metrics["history"]] == [1]  # only the resumed epoch ran
+
+
+def test_two_job_multirun_makes_two_run_directories(face_folder: Path, tmp_path: Path) -> None:
+    command = [
+        sys.executable, "-m", "fakeface.train", "-m", "experiment=cnn", "debug=tiny",
+        f"data.root={face_folder}", f"paths.root_dir={tmp_path}", "model.lr=0.1,0.01",
+        "export=false", "test=false", "callbacks.progress_bar=null",
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    runs = sorted((tmp_path / "outputs" / "cnn" / "multiruns").glob("*/*/metrics.json"))
+    assert len(runs) == 2
+    lrs = sorted(json.loads(p.read_text())["history"][0]["lr"] for p in runs)
+    assert lrs == [0.01, 0.1]
