@@ -11,6 +11,7 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from fakeface.data.cache import CachedDataset, DecodedSplit, DeviceBatches, load_or_build
 from fakeface.data.index import DatasetError, index_split
 from fakeface.preprocess import IMAGE_SIZE, BadImageError, preprocess_file
 
@@ -74,6 +75,9 @@ class FaceDataModule(L.LightningDataModule):
         synthetic: if given, generate the synthetic dataset into `root` first (kwargs of
             `fakeface.data.synthetic.generate_synthetic`: n_train, n_valid, n_test, seed).
         hflip: random horizontal flips on the training split.
+        cache: decode each split once into a memory-mapped uint8 array under `cache_dir`.
+        device_resident: keep each split's uint8 pixels on the training device and batch there
+            (implies cache); no worker processes, no JPEG decoding during the epoch.
     """
 
     def __init__(
@@ -91,6 +95,9 @@ class FaceDataModule(L.LightningDataModule):
         test_split: str = "test",
         on_bad_image: str = "skip",
         synthetic: dict[str, Any] | None = None,
+        cache: bool = False,
+        cache_dir: str = "data/cache",
+        device_resident: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -131,12 +138,33 @@ class FaceDataModule(L.LightningDataModule):
         if stage in ("test", None):
             self.test_set = self._dataset(hp.test_split, False)
 
-    def _dataset(self, split: str, hflip: bool) -> FaceDataset:
+    def decoded(self, split: str) -> DecodedSplit:
+        """The split decoded into the uint8 cache (built on first use, reused while unchanged)."""
         hp = self.hparams
+        return load_or_build(self.index(split), hp.cache_dir, hp.image_size, hp.num_workers)
+
+    def _dataset(self, split: str, hflip: bool) -> Dataset:
+        hp = self.hparams
+        if hp.device_resident:
+            return self.decoded(split)  # batched on the device by _loader
+        if hp.cache:
+            return CachedDataset(self.decoded(split), hflip)
         return FaceDataset(self.index(split), hp.image_size, hflip, hp.on_bad_image)
 
-    def _loader(self, dataset: FaceDataset, shuffle: bool) -> DataLoader:
+    def _loader(self, dataset: Dataset | DecodedSplit, shuffle: bool) -> DataLoader | DeviceBatches:
         hp = self.hparams
+        if isinstance(dataset, DecodedSplit):
+            trainer = self.trainer
+            return DeviceBatches(
+                dataset,
+                hp.batch_size,
+                device=trainer.strategy.root_device if trainer else "cpu",
+                shuffle=shuffle,
+                hflip=hp.hflip and shuffle,  # flips on the training split only
+                rank=trainer.global_rank if trainer else 0,
+                world_size=trainer.world_size if trainer else 1,
+                seed=torch.initial_seed() % 2**31,
+            )
         return DataLoader(
             dataset,
             batch_size=hp.batch_size,

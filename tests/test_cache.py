@@ -1,0 +1,67 @@
+"""Decoded cache: same batches as the JPEGs, reused while unchanged, rebuilt when the folder changes."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from fakeface.data.cache import DeviceBatches
+from fakeface.data.datamodule import FaceDataModule
+
+
+def _batches(dm: FaceDataModule, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+    dm.setup("fit")
+    dm.setup("test")
+    loader = {"valid": dm.val_dataloader, "test": dm.test_dataloader}[split]()
+    xs, ys = zip(*loader, strict=True)
+    return torch.cat(xs), torch.cat(ys)
+
+
+def test_cached_batches_equal_jpeg_batches(face_folder: Path, tmp_path: Path) -> None:
+    kwargs = dict(root=str(face_folder), batch_size=5, num_workers=0, cache_dir=str(tmp_path / "c"))
+    x_jpeg, y_jpeg = _batches(FaceDataModule(**kwargs), "valid")
+    x_cache, y_cache = _batches(FaceDataModule(**kwargs, cache=True), "valid")
+    x_dev, y_dev = _batches(FaceDataModule(**kwargs, device_resident=True), "valid")
+    assert torch.equal(x_jpeg, x_cache) and torch.equal(y_jpeg, y_cache)
+    assert torch.equal(x_jpeg, x_dev) and torch.equal(y_jpeg, y_dev)
+
+
+def test_cache_is_reused_then_rebuilt_when_the_folder_changes(face_folder: Path, tmp_path: Path) -> None:
+    dm = FaceDataModule(root=str(face_folder), num_workers=0, cache_dir=str(tmp_path / "c"))
+    first = dm.decoded("test")
+    path = Path(first.pixels.filename)
+    stamp = path.stat().st_mtime_ns
+    assert Path(FaceDataModule(**dm.hparams).decoded("test").pixels.filename) == path
+    assert path.stat().st_mtime_ns == stamp  # reused, not rewritten
+    changed = face_folder / "test" / "real" / "000.jpg"
+    Image.new("RGB", (64, 64), (255, 0, 0)).save(changed)
+    os.utime(changed, ns=(stamp + 10**9, stamp + 10**9))
+    rebuilt = FaceDataModule(**dm.hparams).decoded("test")
+    assert Path(rebuilt.pixels.filename) != path
+    red = rebuilt.pixels[len(rebuilt.labels) // 2].astype(int)  # the first real image, now red
+    assert (abs(red - [255, 0, 0]) <= 3).all()  # JPEG rounding
+
+
+def test_unreadable_files_are_left_out_of_the_cache(face_folder: Path, tmp_path: Path) -> None:
+    (face_folder / "test" / "fake" / "001.jpg").write_bytes(b"not a jpeg")
+    dm = FaceDataModule(root=str(face_folder), num_workers=0, cache_dir=str(tmp_path / "c"))
+    decoded = dm.decoded("test")
+    assert len(decoded.labels) == 11 and 1 not in decoded.rows.tolist()
+
+
+def test_device_batches_shuffle_flip_and_shard(face_folder: Path, tmp_path: Path) -> None:
+    dm = FaceDataModule(root=str(face_folder), num_workers=0, cache_dir=str(tmp_path / "c"))
+    decoded = dm.decoded("train")
+    plain = torch.cat([x for x, _ in DeviceBatches(decoded, 4, "cpu", shuffle=False)])
+    shuffled = DeviceBatches(decoded, 4, "cpu", shuffle=True, hflip=True, seed=1)
+    assert len(shuffled) == 3
+    x, _ = zip(*shuffled, strict=True)
+    x = torch.cat(x)
+    # Every shuffled image is one of the originals, as is or mirrored.
+    for image in x:
+        assert any(torch.equal(image, p) or torch.equal(image, p.flip(-1)) for p in plain)
+    halves = [DeviceBatches(decoded, 4, "cpu", shuffle=False, rank=r, world_size=2) for r in (0, 1)]
+    assert [len(h.labels) for h in halves] == [6, 6]
