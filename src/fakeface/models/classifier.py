@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import lightning as L
 import numpy as np
 import torch
@@ -15,6 +17,8 @@ from fakeface.models.nets import SeedCNN
 
 CLASS_NAMES = ("fake", "real")  # ImageFolder order: alphabetical, fake=0, real=1
 MAX_MISCLASSIFIED = 64  # test images kept for the TensorBoard grid
+OPTIMIZERS = ("sgd", "adamw")
+SCHEDULERS = ("plateau", "cosine", "onecycle", "none")
 
 
 def build_net(arch: str, image_size: int, num_classes: int = 2) -> nn.Module:
@@ -66,8 +70,13 @@ class CNNClassifier(L.LightningModule):
     Args:
         arch: `seed_cnn` or a torchvision model name.
         image_size: input side in pixels (travels into checkpoints and exported files).
-        lr: learning rate. momentum, weight_decay: SGD settings (0 in the original).
-        plateau_factor, plateau_patience, plateau_min_delta: ReduceLROnPlateau on `val/loss`.
+        optimizer: `sgd` (the original) or `adamw`.
+        lr: peak learning rate. momentum: SGD only. weight_decay: L2 (SGD) / decoupled (AdamW).
+        scheduler: `plateau` (the original: ReduceLROnPlateau on `val/loss`), `cosine` (per step,
+            after warm-up), `onecycle`, or `none`.
+        warmup_epochs: linear warm-up for `cosine` (fractions allowed).
+        plateau_factor, plateau_patience, plateau_min_delta: the plateau schedule's settings.
+        label_smoothing: cross-entropy label smoothing on the training loss.
         channels_last: run convolutions in NHWC, the fast layout for bf16 on CPU and GPU.
     """
 
@@ -75,16 +84,24 @@ class CNNClassifier(L.LightningModule):
         self,
         arch: str = "seed_cnn",
         image_size: int = 128,
+        optimizer: str = "sgd",
         lr: float = 0.01,
         momentum: float = 0.0,
         weight_decay: float = 0.0,
+        scheduler: str = "plateau",
+        warmup_epochs: float = 0.0,
         plateau_factor: float = 0.2,
         plateau_patience: int = 3,
         plateau_min_delta: float = 1e-4,
+        label_smoothing: float = 0.0,
         channels_last: bool = True,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
+        if optimizer not in OPTIMIZERS:
+            raise ValueError(f"model.optimizer={optimizer!r}: use one of {', '.join(OPTIMIZERS)}")
+        if scheduler not in SCHEDULERS:
+            raise ValueError(f"model.scheduler={scheduler!r}: use one of {', '.join(SCHEDULERS)}")
         self.net = build_net(arch, image_size)
         if channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
@@ -103,7 +120,7 @@ class CNNClassifier(L.LightningModule):
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         x, y = batch
         logits = self(x)
-        loss = F.cross_entropy(logits, y)
+        loss = F.cross_entropy(logits, y, label_smoothing=self.hparams.label_smoothing)
         acc = (logits.argmax(1) == y).float().mean()
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True)
         self.log("train/acc", acc, on_step=False, on_epoch=True, prog_bar=True)
@@ -158,18 +175,36 @@ class CNNClassifier(L.LightningModule):
 
     def configure_optimizers(self) -> dict:
         hp = self.hparams
-        optimizer = torch.optim.SGD(
-            self.parameters(), lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay
-        )
-        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-            optimizer,
-            mode="min",
-            factor=hp.plateau_factor,
-            patience=hp.plateau_patience,
-            threshold=hp.plateau_min_delta,
-            threshold_mode="abs",  # Keras' min_delta is an absolute change
-        )
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "monitor": "val/loss", "interval": "epoch"},
-        }
+        if hp.optimizer == "sgd":
+            optimizer = torch.optim.SGD(
+                self.parameters(), lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay
+            )
+        else:
+            optimizer = torch.optim.AdamW(self.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
+        if hp.scheduler == "none":
+            return {"optimizer": optimizer}
+        if hp.scheduler == "plateau":
+            scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+                optimizer,
+                mode="min",
+                factor=hp.plateau_factor,
+                patience=hp.plateau_patience,
+                threshold=hp.plateau_min_delta,
+                threshold_mode="abs",  # Keras' min_delta is an absolute change
+            )
+            schedule = {"scheduler": scheduler, "monitor": "val/loss", "interval": "epoch"}
+            return {"optimizer": optimizer, "lr_scheduler": schedule}
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        if hp.scheduler == "onecycle":
+            scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, hp.lr, total_steps=total)
+        else:  # cosine after a linear warm-up, per optimizer step
+            warmup = int(hp.warmup_epochs * total / max(1, self.trainer.max_epochs))
+
+            def factor(step: int) -> float:
+                if step < warmup:
+                    return (step + 1) / warmup
+                progress = (step - warmup) / max(1, total - warmup)
+                return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+            scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
