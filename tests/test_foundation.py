@@ -163,3 +163,22 @@ def test_two_job_multirun_makes_two_run_directories(face_folder: Path, tmp_path:
     assert len(runs) == 2
     lrs = sorted(json.loads(p.read_text())["history"][0]["lr"] for p in runs)
     assert lrs == [0.01, 0.1]
+
+
+def test_folder_layout_split_is_stratified_and_reproducible(tmp_path: Path) -> None:
+    make_face_folder(tmp_path / "src", per_class=20, splits=("all",))
+    root = tmp_path / "src" / "all"
+    dm = FaceDataModule(root=str(root), layout="folder", split_fractions=(0.5, 0.25, 0.25))
+    frame = dm.folder_split()
+    counts = frame.groupby(["split", "class_name"]).size().to_dict()
+    assert counts == {(s, c): n for s, n in (("train", 10), ("valid", 5), ("test", 5))
+                      for c in ("fake", "real")}
+    again = FaceDataModule(root=str(root), layout="folder", split_fractions=(0.5, 0.25, 0.25))
+    assert again.folder_split().equals(frame)
+    other = FaceDataModule(root=str(root), layout="folder", split_seed=1,
+                           split_fractions=(0.5, 0.25, 0.25))
+    assert not other.folder_split()["image_path"].equals(frame["image_path"])
+    frame.to_csv(tmp_path / "split.csv", index=False)
+    reused = FaceDataModule(root=str(root), layout="folder", split_file=str(tmp_path / "split.csv"))
+    assert reused.index("test")["image_path"].tolist() == dm.index("test")["image_path"].tolist()
+    assert set(dm.index("valid")["split"]) == {"valid"}

@@ -14,8 +14,11 @@ import lightning as L
 import torch
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
+from fakeface.checkpointing import AtomicCheckpointIO, InterruptCheckpoint
+from fakeface.cli import ConfigError, one_line_errors
 from fakeface.models.classifier import CNNClassifier
 from fakeface.precision import resolve_precision
 
@@ -64,17 +67,22 @@ class History(Callback):
 
 
 def save_curves(history: list[dict[str, float]], path: Path) -> None:
-    """Accuracy and loss, train vs val, per epoch (the original's two plots)."""
+    """Accuracy and loss, train vs val, per epoch (the original's two plots); else every metric."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    present = {key.split("/", 1)[1] for row in history for key in row if "/" in key}
+    # Models without acc/loss (the DCGAN: d_loss, g_loss, d_real, d_fake) get one panel per metric.
+    names = [name for name in ("acc", "loss") if name in present] or sorted(present)
+    fig, axes = plt.subplots(1, len(names), figsize=(5 * len(names), 4), squeeze=False)
     epochs = [row["epoch"] + 1 for row in history]
-    for ax, name in zip(axes, ("acc", "loss"), strict=True):
+    for ax, name in zip(axes[0], names, strict=True):
         for stage in ("train", "val"):
             values = [row.get(f"{stage}/{name}", math.nan) for row in history]
+            if all(math.isnan(v) for v in values):
+                continue  # e.g. no val/d_loss: a GAN has no validation loop
             ax.plot(epochs, values, marker="o", label=stage)
         ax.set(xlabel="epoch", ylabel=name, title=f"{name}: train vs val")
         ax.grid(alpha=0.3)
@@ -99,14 +107,51 @@ def find_last_checkpoint(log_dir: Path, task_name: str, exclude: Path) -> Path:
     return max(candidates, key=lambda p: p.stat().st_mtime)
 
 
+# key -> (smallest valid value, an example): caught here with a message, not deep in a library
+# (or, for trainer.max_epochs=-1, silently: Lightning reads -1 as "train forever").
+WHOLE_NUMBERS = {
+    "data.batch_size": (1, 32),
+    "data.num_workers": (0, 2),
+    "data.image_size": (1, 128),
+    "trainer.max_epochs": (1, 15),
+}
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Raise ConfigError naming the key and a valid value for common wrong types and ranges."""
+    for key, (smallest, example) in WHOLE_NUMBERS.items():
+        value = OmegaConf.select(cfg, key)
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int) or value < smallest
+        ):
+            raise ConfigError(
+                f"{key}={value!r}: must be a whole number >= {smallest}, e.g. {key}={example}"
+            )
+    lr = OmegaConf.select(cfg, "model.lr")
+    if lr is not None and (isinstance(lr, bool) or not isinstance(lr, int | float) or lr <= 0):
+        raise ConfigError(f"model.lr={lr!r}: must be a positive number, e.g. model.lr=0.01")
+
+
+def gather_skipped(trainer: L.Trainer, skipped: list[dict[str, str]]) -> list[dict[str, str]]:
+    """The unreadable images skipped on every DDP rank (each rank reads only its own shard)."""
+    if trainer.world_size == 1 or not torch.distributed.is_initialized():
+        return skipped
+    ranks: list[Any] = [None] * trainer.world_size
+    torch.distributed.all_gather_object(ranks, skipped)
+    return list({item["path"]: item for rank in ranks for item in rank}.values())
+
+
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Fit, test the best checkpoint, export it, and write metrics.json + curves.png."""
+    check_config(cfg)
     out_dir = Path(cfg.paths.output_dir)
     L.seed_everything(cfg.seed, workers=True)
     torch.set_float32_matmul_precision("high")
 
-    datamodule: L.LightningDataModule = instantiate(cfg.data)
-    model: L.LightningModule = instantiate(cfg.model)
+    # Plain lists/dicts, not DictConfig: hyperparameters travel into checkpoints, and torch.load's
+    # weights_only=True (the safe default) refuses OmegaConf objects.
+    datamodule: L.LightningDataModule = instantiate(cfg.data, _convert_="all")
+    model: L.LightningModule = instantiate(cfg.model, _convert_="all")
     throughput, history = Throughput(), History()
     # A group entry set to null on the command line (callbacks.progress_bar=null) is switched off.
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
@@ -117,7 +162,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     )
     log.info("precision: %s", trainer_cfg["precision"])
     trainer: L.Trainer = instantiate(
-        trainer_cfg, callbacks=[*callbacks, throughput, history], logger=loggers or False
+        trainer_cfg,
+        callbacks=[*callbacks, throughput, history, InterruptCheckpoint(out_dir / "checkpoints")],
+        logger=loggers or False,
+        plugins=[AtomicCheckpointIO()],  # a kill while saving leaves the previous file loadable
     )
     for lg in loggers:
         lg.log_hyperparams({k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items() if k != "hydra"})
@@ -129,7 +177,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
     start = time.perf_counter()
     if cfg.get("train", True):
-        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
+        # weights_only: a checkpoint is tensors and plain values; never run pickled code from one.
+        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+    train_batches = trainer.num_training_batches  # per process: DDP shards the training split
     checkpoint = next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)), None)
     best = checkpoint.best_model_path if checkpoint and checkpoint.best_model_path else None
 
@@ -142,6 +192,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "train_images_per_s": round(throughput.images_per_s, 2),
         "val": {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")},
         "history": history.epochs,
+        "world_size": trainer.world_size,
+        "train_batches_per_epoch": train_batches if math.isfinite(train_batches) else None,
     }
     if cfg.get("test", True) and hasattr(model, "test_step"):
         results = trainer.test(model, datamodule=datamodule, ckpt_path=best)
@@ -153,8 +205,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         metrics["exported"] = str(
             export_classifier(source, out_dir / "classifier.ts", source=best or "in-memory")
         )
+    metrics["skipped_images"] = gather_skipped(trainer, getattr(datamodule, "skipped_images", []))
     if trainer.is_global_zero:
         out_dir.mkdir(parents=True, exist_ok=True)
+        if getattr(datamodule, "hparams", {}).get("layout") == "folder":
+            datamodule.folder_split().to_csv(out_dir / "split.csv", index=False)  # reusable
         if history.epochs:
             save_curves(history.epochs, out_dir / "curves.png")
         (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
@@ -164,7 +219,12 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    metrics = train(cfg)
+    with one_line_errors():
+        try:
+            metrics = train(cfg)
+        except SIGTERMException:
+            # Lightning exits 0 on SIGTERM; schedulers and shells expect 128 + 15 for "terminated".
+            raise SystemExit(143) from None
     # Sweepers (Optuna) maximise this value; plain runs ignore it.
     key = cfg.get("optimized_metric")
     value = metrics.get("val", {}).get(key) if key else None

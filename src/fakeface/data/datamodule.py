@@ -9,13 +9,43 @@ from typing import Any
 import lightning as L
 import pandas as pd
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, default_collate
 
 from fakeface.data.cache import CachedDataset, DecodedSplit, DeviceBatches, load_or_build
-from fakeface.data.index import DatasetError, index_split
+from fakeface.data.index import DatasetError, index_split, split_folder
 from fakeface.preprocess import IMAGE_SIZE, BadImageError, preprocess_file
 
 log = logging.getLogger(__name__)
+
+
+class Tracked(tuple):
+    """A tuple (x, y) that also names the unreadable files skipped to make it: `.skipped`.
+
+    Skips happen in DataLoader worker processes; the names ride along with the data to the main
+    process, where `FaceDataModule.on_before_batch_transfer` counts them. `x, y = batch` and
+    `batch[0]` work as with a plain tuple.
+    """
+
+    skipped: tuple[tuple[str, str], ...]  # (path, reason) pairs
+
+    def __new__(cls, items: Any, skipped: Any = ()) -> Tracked:
+        tracked = super().__new__(cls, items)
+        tracked.skipped = tuple(skipped)
+        return tracked
+
+    def __reduce__(self) -> tuple:
+        # Workers pickle batches to the main process; the default would drop `skipped`.
+        return (Tracked, (tuple(self), self.skipped))
+
+    def pin_memory(self) -> Tracked:
+        # torch's pin_memory rebuilds plain tuples without their attributes; keep ours.
+        return Tracked((t.pin_memory() for t in self), self.skipped)
+
+
+def collate_tracked(items: list[tuple]) -> Tracked:
+    """torch's default_collate over (x, y) items; keeps the skipped files of all items, each once."""
+    skipped = dict.fromkeys(s for item in items for s in getattr(item, "skipped", ()))
+    return Tracked(default_collate([tuple(item) for item in items]), skipped)
 
 
 class FaceDataset(Dataset):
@@ -24,8 +54,9 @@ class FaceDataset(Dataset):
     Args:
         frame: rows with `image_path` and `label`.
         hflip: flip each image horizontally with probability 0.5.
-        on_bad_image: `skip` replaces an unreadable image by the next readable one (and logs the
-            file once); `error` raises.
+        on_bad_image: `skip` stands the next readable image in for an unreadable one and names
+            the file in the item's `.skipped` (the DataModule logs and counts it); `error` raises
+            BadImageError.
     """
 
     def __init__(
@@ -42,12 +73,12 @@ class FaceDataset(Dataset):
         self.image_size = image_size
         self.hflip = hflip
         self.on_bad_image = on_bad_image
-        self.bad: set[str] = set()  # per worker process: each bad file is logged once there
 
     def __len__(self) -> int:
         return len(self.paths)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, index: int) -> Tracked:
+        skipped: list[tuple[str, str]] = []
         for offset in range(len(self.paths)):
             i = (index + offset) % len(self.paths)
             try:
@@ -55,14 +86,14 @@ class FaceDataset(Dataset):
             except BadImageError as err:
                 if self.on_bad_image == "error":
                     raise
-                if self.paths[i] not in self.bad:
-                    self.bad.add(self.paths[i])
-                    log.warning("skipping unreadable image (data.on_bad_image=skip): %s", err)
+                # A stand-in rather than a dropped item: batches keep their size (BatchNorm cannot
+                # train on a batch of one, and an all-bad batch would be empty).
+                skipped.append((self.paths[i], str(err.__cause__ or err)))
                 continue
             if self.hflip and torch.rand(()) < 0.5:
                 x = x.flip(-1)
-            return x, self.labels[i]
-        raise DatasetError("no readable image in the dataset")
+            return Tracked((x, self.labels[i]), skipped)
+        raise DatasetError(f"none of the {len(self.paths)} images is readable (first: {skipped[0]})")
 
 
 class FaceDataModule(L.LightningDataModule):
@@ -78,6 +109,9 @@ class FaceDataModule(L.LightningDataModule):
         cache: decode each split once into a memory-mapped uint8 array under `cache_dir`.
         device_resident: keep each split's uint8 pixels on the training device and batch there
             (implies cache); no worker processes, no JPEG decoding during the epoch.
+        on_bad_image: `skip` (count, log once, carry on) or `error` (stop at the first one).
+        max_bad_fraction: stop with DatasetError once more than this fraction of a split was
+            skipped as unreadable.
     """
 
     def __init__(
@@ -94,16 +128,24 @@ class FaceDataModule(L.LightningDataModule):
         val_split: str = "valid",
         test_split: str = "test",
         on_bad_image: str = "skip",
+        max_bad_fraction: float = 0.01,
         synthetic: dict[str, Any] | None = None,
         cache: bool = False,
         cache_dir: str = "data/cache",
         device_resident: bool = False,
+        layout: str = "splits",
+        split_fractions: tuple[float, float, float] = (0.7, 0.15, 0.15),
+        split_seed: int = 0,
+        split_file: str | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.root = Path(root).expanduser()
         self.classes = list(classes) if classes is not None else None
         self.frames: dict[str, pd.DataFrame] = {}
+        if not 0.0 <= max_bad_fraction <= 1.0:
+            raise ValueError(f"data.max_bad_fraction={max_bad_fraction}: use a fraction in [0, 1]")
+        self.skipped: dict[str, str] = {}  # unreadable file -> reason, in the main process
 
     def prepare_data(self) -> None:
         if self.hparams.synthetic is not None:
@@ -111,18 +153,44 @@ class FaceDataModule(L.LightningDataModule):
 
             generate_synthetic(self.root, **self.hparams.synthetic)
 
+    def folder_split(self) -> pd.DataFrame:
+        """layout=folder: every image with its assigned split (what the run saves as split.csv)."""
+        hp = self.hparams
+        if "all" not in self.frames:
+            if hp.split_file:
+                frame = pd.read_csv(Path(hp.split_file).expanduser())
+                frame.attrs["classes"] = sorted(frame["class_name"].unique())
+            else:
+                frame = split_folder(self.root, tuple(hp.split_fractions), hp.split_seed)
+            self.frames["all"] = frame
+        return self.frames["all"]
+
     def index(self, split: str) -> pd.DataFrame:
         """The index DataFrame of one split (image_path, label, class_name, split), cached."""
-        if split not in self.frames:
+        if split in self.frames:
+            return self.frames[split]
+        layout = self.hparams.layout
+        if layout == "folder":
+            everything = self.folder_split()
+            keep = everything["split"] == split
+            if self.classes is not None:
+                keep &= everything["class_name"].isin(self.classes)
+            frame = everything[keep].reset_index(drop=True)
+            frame.attrs["classes"] = everything.attrs["classes"]
+            if frame.empty:
+                raise DatasetError(f"split {split!r} of {self.root} is empty: check split_fractions")
+        elif layout == "splits":
             frame = index_split(self.root, split, self.classes)
-            found = frame.attrs["classes"]
-            if self.classes is None and len(found) != 2:
-                raise DatasetError(
-                    f"{self.root / split} has {len(found)} class folders {found}; the classifier "
-                    "needs exactly two: fake/ and real/"
-                )
-            self.frames[split] = frame
-        return self.frames[split]
+        else:
+            raise DatasetError(f"data.layout={layout!r}: use 'splits' or 'folder'")
+        found = frame.attrs["classes"]
+        if self.classes is None and len(found) != 2:
+            raise DatasetError(
+                f"{self.root} ({split}) has {len(found)} class folders {found}; the classifier "
+                "needs exactly two: fake/ and real/"
+            )
+        self.frames[split] = frame
+        return frame
 
     @property
     def class_names(self) -> list[str]:
@@ -172,6 +240,7 @@ class FaceDataModule(L.LightningDataModule):
             num_workers=hp.num_workers,
             pin_memory=hp.pin_memory,
             persistent_workers=hp.persistent_workers and hp.num_workers > 0,
+            collate_fn=collate_tracked,
         )
 
     def train_dataloader(self) -> DataLoader:
@@ -182,3 +251,35 @@ class FaceDataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._loader(self.test_set, shuffle=False)
+
+    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Count the files skipped to make this batch (main process); hand on a plain tuple."""
+        if not isinstance(batch, Tracked):
+            return batch
+        for path, reason in batch.skipped:
+            self._record_skip(path, reason)
+        return tuple(batch)
+
+    @property
+    def skipped_images(self) -> list[dict[str, str]]:
+        """The unreadable files skipped so far, for metrics.json."""
+        return [{"path": path, "reason": reason} for path, reason in self.skipped.items()]
+
+    def _record_skip(self, path: str, reason: str) -> None:
+        if path in self.skipped:
+            return
+        self.skipped[path] = reason
+        log.warning("skipped unreadable image (data.on_bad_image=skip): %s: %s", path, reason)
+        split = Path(path).parent.parent.name  # the index layout: root/split/class/file
+        in_split = [p for p in self.skipped if Path(p).parent.parent.name == split]
+        total = len(self.frames[split]) if split in self.frames else len(in_split)
+        # Each DDP rank reads 1/world_size of the split and counts only its own skips.
+        world_size = self.trainer.world_size if self.trainer is not None else 1
+        limit = self.hparams.max_bad_fraction * total / world_size
+        if len(in_split) > limit:
+            raise DatasetError(
+                f"{len(in_split)} of {total // world_size} images read from split {split!r} are "
+                f"unreadable, more than data.max_bad_fraction={self.hparams.max_bad_fraction} "
+                f"(latest: {path}: {reason}); fix or delete those files, or raise "
+                "data.max_bad_fraction"
+            )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes
 
@@ -65,4 +66,40 @@ def build_index(
     frames = [index_split(root, split, classes) for split in splits]
     frame = pd.concat(frames, ignore_index=True)
     frame.attrs["classes"] = frames[0].attrs["classes"]
+    return frame
+
+
+def split_folder(
+    root: str | Path,
+    fractions: tuple[float, float, float] = (0.7, 0.15, 0.15),
+    seed: int = 0,
+) -> pd.DataFrame:
+    """Index a folder of class subfolders only (real/, fake/) and split it train/valid/test.
+
+    The split is stratified (each class is cut by the same fractions) and reproducible (seeded).
+    """
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise DatasetError(f"data root {root} does not exist (data=folder wants root/<class>/*.jpg)")
+    if len(fractions) != 3 or min(fractions) < 0 or abs(sum(fractions) - 1) > 1e-6:
+        raise DatasetError(f"data.split_fractions={list(fractions)}: give 3 fractions summing to 1")
+    try:
+        classes, class_to_idx = find_classes(str(root))
+    except FileNotFoundError as err:
+        raise DatasetError(f"no class folders in {root}: expected fake/ and real/") from err
+    rng = np.random.default_rng(seed)
+    rows = []
+    for name in classes:
+        files = sorted(p for p in (root / name).iterdir() if p.suffix.lower() in IMG_EXTENSIONS)
+        if len(files) < 3:
+            raise DatasetError(f"class folder {root / name} has {len(files)} images (need >= 3)")
+        order = rng.permutation(len(files))
+        n_train = round(fractions[0] * len(files))
+        n_valid = round(fractions[1] * len(files))
+        for rank, i in enumerate(order):
+            split = "train" if rank < n_train else "valid" if rank < n_train + n_valid else "test"
+            rows.append((str(files[i]), class_to_idx[name], name, split))
+    frame = pd.DataFrame(rows, columns=["image_path", "label", "class_name", "split"])
+    frame = frame.sort_values(["split", "label", "image_path"], ignore_index=True)
+    frame.attrs["classes"] = classes
     return frame
