@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import CONF_DIR, compose, make_face_folder
 from PIL import Image
 
+from conftest import CONF_DIR, compose, make_face_folder
 from fakeface.data.datamodule import FaceDataModule
 from fakeface.data.index import DatasetError, build_index
 from fakeface.models.nets import SeedCNN
@@ -44,7 +44,7 @@ def test_datamodule_reads_each_split_with_imagefolder_labels(face_folder: Path) 
     dm.setup("test")
     x, y = next(iter(dm.train_dataloader()))
     assert x.shape == (4, 3, 128, 128) and x.dtype == torch.float32
-    assert 0.0 <= x.min() and x.max() <= 1.0 and x.max() > 0.5
+    assert x.min() >= 0.0 and x.max() <= 1.0 and x.max() > 0.5
     assert set(y.tolist()) <= {0, 1}
     assert dm.class_names == ["fake", "real"]
     for loader, split in ((dm.val_dataloader(), "valid"), (dm.test_dataloader(), "test")):
@@ -143,7 +143,11 @@ def test_resume_from_last_checkpoint_continues_epochs(face_folder: Path, tmp_pat
     last = first / "checkpoints" / "last.ckpt"
     metrics = train(
         tiny_run_cfg(
-            face_folder, second, "export=false", "test=false", "trainer.max_epochs=2",
+            face_folder,
+            second,
+            "export=false",
+            "test=false",
+            "trainer.max_epochs=2",
             f"ckpt_path={last}",
         )
     )
@@ -153,9 +157,18 @@ def test_resume_from_last_checkpoint_continues_epochs(face_folder: Path, tmp_pat
 
 def test_two_job_multirun_makes_two_run_directories(face_folder: Path, tmp_path: Path) -> None:
     command = [
-        sys.executable, "-m", "fakeface.train", "-m", "experiment=cnn", "debug=tiny",
-        f"data.root={face_folder}", f"paths.root_dir={tmp_path}", "model.lr=0.1,0.01",
-        "export=false", "test=false", "callbacks.progress_bar=null",
+        sys.executable,
+        "-m",
+        "fakeface.train",
+        "-m",
+        "experiment=cnn",
+        "debug=tiny",
+        f"data.root={face_folder}",
+        f"paths.root_dir={tmp_path}",
+        "model.lr=0.1,0.01",
+        "export=false",
+        "test=false",
+        "callbacks.progress_bar=null",
     ]
     result = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
@@ -171,12 +184,14 @@ def test_folder_layout_split_is_stratified_and_reproducible(tmp_path: Path) -> N
     dm = FaceDataModule(root=str(root), layout="folder", split_fractions=(0.5, 0.25, 0.25))
     frame = dm.folder_split()
     counts = frame.groupby(["split", "class_name"]).size().to_dict()
-    assert counts == {(s, c): n for s, n in (("train", 10), ("valid", 5), ("test", 5))
-                      for c in ("fake", "real")}
+    assert counts == {
+        (s, c): n for s, n in (("train", 10), ("valid", 5), ("test", 5)) for c in ("fake", "real")
+    }
     again = FaceDataModule(root=str(root), layout="folder", split_fractions=(0.5, 0.25, 0.25))
     assert again.folder_split().equals(frame)
-    other = FaceDataModule(root=str(root), layout="folder", split_seed=1,
-                           split_fractions=(0.5, 0.25, 0.25))
+    other = FaceDataModule(
+        root=str(root), layout="folder", split_seed=1, split_fractions=(0.5, 0.25, 0.25)
+    )
     assert not other.folder_split()["image_path"].equals(frame["image_path"])
     frame.to_csv(tmp_path / "split.csv", index=False)
     reused = FaceDataModule(root=str(root), layout="folder", split_file=str(tmp_path / "split.csv"))

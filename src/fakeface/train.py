@@ -132,6 +132,24 @@ def check_config(cfg: DictConfig) -> None:
         raise ConfigError(f"model.lr={lr!r}: must be a positive number, e.g. model.lr=0.01")
 
 
+def check_ddp_sweep(trainer: L.Trainer) -> None:
+    """Refuse a -m sweep whose DDP processes Lightning would start: each re-runs the whole sweep."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if trainer.world_size == 1 or not HydraConfig.initialized():
+        return
+    if HydraConfig.get().mode != RunMode.MULTIRUN:
+        return
+    if trainer.strategy.cluster_environment.creates_processes_externally:
+        return  # SLURM (hydra/launcher=slurm) or torchrun started every process
+    raise ConfigError(
+        "a -m sweep with several DDP processes on one machine: Lightning would re-run the whole "
+        "sweep in each process; run the sweep points one at a time, or submit them with "
+        "hydra/launcher=slurm"
+    )
+
+
 def gather_skipped(trainer: L.Trainer, skipped: list[dict[str, str]]) -> list[dict[str, str]]:
     """The unreadable images skipped on every DDP rank (each rank reads only its own shard)."""
     if trainer.world_size == 1 or not torch.distributed.is_initialized():
@@ -167,8 +185,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         logger=loggers or False,
         plugins=[AtomicCheckpointIO()],  # a kill while saving leaves the previous file loadable
     )
+    check_ddp_sweep(trainer)
     for lg in loggers:
-        lg.log_hyperparams({k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items() if k != "hydra"})
+        lg.log_hyperparams(
+            {k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items() if k != "hydra"}
+        )
 
     ckpt_path = cfg.get("ckpt_path")
     if ckpt_path == "last":

@@ -42,8 +42,10 @@ class Tracked(tuple):
         return Tracked((t.pin_memory() for t in self), self.skipped)
 
 
-def collate_tracked(items: list[tuple]) -> Tracked:
-    """torch's default_collate over (x, y) items; keeps the skipped files of all items, each once."""
+def collate_tracked(items: list[Any]) -> Any:
+    """torch's default_collate; Tracked items make a Tracked batch with all their skipped files."""
+    if not any(isinstance(item, Tracked) for item in items):
+        return default_collate(items)  # another dataset (the cache): its batches as they were
     skipped = dict.fromkeys(s for item in items for s in getattr(item, "skipped", ()))
     return Tracked(default_collate([tuple(item) for item in items]), skipped)
 
@@ -93,7 +95,7 @@ class FaceDataset(Dataset):
             if self.hflip and torch.rand(()) < 0.5:
                 x = x.flip(-1)
             return Tracked((x, self.labels[i]), skipped)
-        raise DatasetError(f"none of the {len(self.paths)} images is readable (first: {skipped[0]})")
+        raise DatasetError(f"none of the {len(self.paths)} images is readable ({skipped[0]})")
 
 
 class FaceDataModule(L.LightningDataModule):
@@ -146,6 +148,7 @@ class FaceDataModule(L.LightningDataModule):
         if not 0.0 <= max_bad_fraction <= 1.0:
             raise ValueError(f"data.max_bad_fraction={max_bad_fraction}: use a fraction in [0, 1]")
         self.skipped: dict[str, str] = {}  # unreadable file -> reason, in the main process
+        self._split_by_path: dict[str, str] = {}  # for counting skips per split
 
     def prepare_data(self) -> None:
         if self.hparams.synthetic is not None:
@@ -178,7 +181,9 @@ class FaceDataModule(L.LightningDataModule):
             frame = everything[keep].reset_index(drop=True)
             frame.attrs["classes"] = everything.attrs["classes"]
             if frame.empty:
-                raise DatasetError(f"split {split!r} of {self.root} is empty: check split_fractions")
+                raise DatasetError(
+                    f"split {split!r} of {self.root} is empty: check split_fractions"
+                )
         elif layout == "splits":
             frame = index_split(self.root, split, self.classes)
         else:
@@ -270,9 +275,13 @@ class FaceDataModule(L.LightningDataModule):
             return
         self.skipped[path] = reason
         log.warning("skipped unreadable image (data.on_bad_image=skip): %s: %s", path, reason)
-        split = Path(path).parent.parent.name  # the index layout: root/split/class/file
-        in_split = [p for p in self.skipped if Path(p).parent.parent.name == split]
-        total = len(self.frames[split]) if split in self.frames else len(in_split)
+        if path not in self._split_by_path:  # built on the first skip, again if splits were added
+            self._split_by_path = {
+                p: name for name, f in self.frames.items() if name != "all" for p in f["image_path"]
+            }
+        split = self._split_by_path.get(path)
+        in_split = [p for p in self.skipped if self._split_by_path.get(p) == split]
+        total = len(self.frames[split]) if split else len(self._split_by_path) or len(in_split)
         # Each DDP rank reads 1/world_size of the split and counts only its own skips.
         world_size = self.trainer.world_size if self.trainer is not None else 1
         limit = self.hparams.max_bad_fraction * total / world_size

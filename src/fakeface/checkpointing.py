@@ -1,0 +1,94 @@
+"""Crash-safe checkpoints: atomic writes, and a `last.ckpt` when Ctrl-C or SIGTERM stops a fit."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.trainer.states import TrainerFn
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+log = logging.getLogger(__name__)
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Write each checkpoint to a temp file in its own folder, fsync, then `os.replace` it.
+
+    A crash or kill while saving leaves the previous file intact and loadable. (Lightning's own
+    save stages the bytes in the system temp folder and moves them over: a copy, not an atomic
+    rename, when /tmp is another filesystem, and the whole checkpoint held twice in memory.)
+    """
+
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any = None
+    ) -> None:
+        if storage_options is not None or "://" in str(path):
+            super().save_checkpoint(checkpoint, path, storage_options)  # remote: fsspec's way
+            return
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # Hidden, per process, same folder: os.replace is atomic only within one filesystem.
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        try:
+            with open(tmp, "wb") as f:
+                torch.save(checkpoint, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        _fsync_dir(path.parent)
+
+
+def _fsync_dir(folder: Path) -> None:
+    # Makes the rename itself durable (a power cut right after os.replace keeps the new file).
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class InterruptCheckpoint(Callback):
+    """On Ctrl-C or SIGTERM during fit, save `last.ckpt` so that `ckpt_path=last` resumes there.
+
+    Lightning 2.6 stops after the current batch on both (SIGTERM on every launcher, through its
+    SIGTERMException) and calls `on_exception`, but saves nothing itself.
+
+    Args:
+        dirpath: where to save when there is no ModelCheckpoint (else its folder is used).
+    """
+
+    def __init__(self, dirpath: str | Path) -> None:
+        self.dirpath = Path(dirpath)
+        self.saved: Path | None = None
+
+    def on_exception(
+        self, trainer: L.Trainer, module: L.LightningModule, exception: BaseException
+    ) -> None:
+        if not isinstance(exception, (KeyboardInterrupt, SIGTERMException)):
+            return
+        if trainer.state.fn != TrainerFn.FITTING:
+            return  # a checkpoint saved while testing would not resume a fit
+        checkpoint = trainer.checkpoint_callback
+        folder = Path(checkpoint.dirpath) if checkpoint and checkpoint.dirpath else self.dirpath
+        path = folder / f"{ModelCheckpoint.CHECKPOINT_NAME_LAST}{ModelCheckpoint.FILE_EXTENSION}"
+        # All DDP ranks get here together (Lightning broadcasts SIGTERM; Ctrl-C reaches the whole
+        # process group), so the barrier inside save_checkpoint is met.
+        trainer.save_checkpoint(path)
+        self.saved = path
+        signal_name = "SIGTERM" if isinstance(exception, SIGTERMException) else "Ctrl-C"
+        log.warning(
+            "%s: saved %s (epoch %d, step %d); resume with ckpt_path=last",
+            signal_name,
+            path,
+            trainer.current_epoch,
+            trainer.global_step,
+        )
