@@ -1,0 +1,146 @@
+"""Export a trained classifier to TorchScript with its contract inside.
+
+    python -m fakeface.export ckpt=<cnn.ckpt> [out=classifier.ts]
+
+The file takes float32 NCHW RGB in [0, 1] at the training image size (any batch size) and returns
+probabilities [p_fake, p_real]; `fakeface.json` inside it says so (see `fakeface.modelfile`).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from pathlib import Path
+
+import hydra
+import torch
+from omegaconf import DictConfig
+from torch import nn
+
+import fakeface
+from fakeface.cli import ConfigError, one_line_errors
+from fakeface.modelfile import (
+    META_FILE,
+    ClassifierInfo,
+    load_classifier,
+    quiet_torchscript,
+)
+
+DEFAULT_CLASS_NAMES = ("fake", "real")
+
+
+class ExportError(ConfigError):
+    """A checkpoint or module that cannot be exported as a fakeface classifier."""
+
+
+class Probabilities(nn.Module):
+    """A logits network followed by a softmax in fp32: the exported file's forward."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # x: N x 3 x S x S in [0, 1] -> N x classes probabilities; .float() keeps the softmax fp32
+        # when the caller runs the file under bf16 autocast.
+        return torch.softmax(self.net(x).float(), dim=1)
+
+
+def export_classifier(
+    model: nn.Module,
+    out_path: str | Path,
+    image_size: int | None = None,
+    *,
+    source: str | Path = "",
+    arch: str | None = None,
+    class_names: Sequence[str] | None = None,
+) -> Path:
+    """Trace `model` (a CNNClassifier or a plain logits net) to a fakeface TorchScript file.
+
+    The model is copied, so the caller's module keeps its device, dtype and training mode.
+
+    Args:
+        model: a LightningModule with `.net` and `.hparams` (CNNClassifier), or any nn.Module
+            mapping N x 3 x S x S in [0, 1] to N x classes logits.
+        out_path: the `.ts` file to write (parent folders are created).
+        image_size: input side S; default `model.hparams.image_size`.
+        source: the checkpoint it comes from (recorded in the metadata).
+        arch: architecture name; default `model.hparams.arch`, else the class name.
+        class_names: output order; default `model.class_names`, else ("fake", "real").
+    """
+    hparams = getattr(model, "hparams", {})
+    net = getattr(model, "net", model)  # CNNClassifier keeps its network in .net
+    image_size = image_size or hparams.get("image_size")
+    if not image_size:
+        raise ExportError("image_size is unknown: pass export_classifier(..., image_size=128)")
+    info = ClassifierInfo(
+        image_size=int(image_size),
+        class_names=tuple(class_names or getattr(model, "class_names", DEFAULT_CLASS_NAMES)),
+        arch=arch or hparams.get("arch", type(net).__name__),
+        source=str(source),
+        torch_version=torch.__version__,
+        fakeface_version=fakeface.__version__,
+    )
+    wrapper = Probabilities(copy.deepcopy(net).to("cpu", torch.float32)).eval()
+
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    partial = out_path.with_name(out_path.name + ".partial")  # never leave a half-written model
+    generator = torch.Generator().manual_seed(0)
+    example = torch.rand(2, 3, info.image_size, info.image_size, generator=generator)
+    with quiet_torchscript(), torch.no_grad():
+        traced = torch.jit.trace(wrapper, example)
+        torch.jit.save(traced, str(partial), _extra_files={META_FILE: info.to_json()})
+    partial.replace(out_path)
+
+    # Read the file back and check it on a batch of another size against the eager model.
+    loaded, _ = load_classifier(out_path)
+    check = torch.rand(3, 3, info.image_size, info.image_size, generator=generator)
+    with torch.no_grad():
+        expected, got = wrapper(check), loaded(check)
+    if got.shape != expected.shape or not torch.allclose(got, expected, atol=1e-5):
+        out_path.unlink()
+        raise ExportError(
+            f"the traced {info.arch} does not reproduce the eager model (max difference "
+            f"{(got - expected).abs().max():.2e}); it may have input-dependent control flow"
+        )
+    return out_path
+
+
+def export_checkpoint(ckpt: str | Path, out_path: str | Path = "classifier.ts") -> Path:
+    """Load a CNNClassifier checkpoint (no Hydra needed) and export it to `out_path`."""
+    ckpt = Path(ckpt)
+    if not ckpt.is_file():
+        raise ExportError(f"checkpoint {ckpt} not found (give ckpt=<path to a CNN .ckpt>)")
+    if ckpt.suffix == ".ts":
+        raise ExportError(f"{ckpt} is already an exported model; give the training .ckpt")
+    from fakeface.models.classifier import CNNClassifier  # Lightning: only when exporting
+
+    try:
+        module = CNNClassifier.load_from_checkpoint(ckpt, map_location="cpu")
+    except Exception as err:  # any failure here means "not a CNNClassifier checkpoint"
+        first = (str(err).strip().splitlines() or [""])[0][:160]
+        raise ExportError(
+            f"{ckpt} is not a CNNClassifier checkpoint ({type(err).__name__}: {first}); "
+            "export the .ckpt of a `experiment=cnn` run"
+        ) from err
+    return export_classifier(module, out_path, source=ckpt.resolve())
+
+
+@hydra.main(version_base="1.3", config_path="conf/deploy", config_name="export")
+def main(cfg: DictConfig) -> str:
+    """CLI: export `cfg.ckpt` to `cfg.out`; user errors print one line (exit status 1)."""
+    with one_line_errors():
+        if not cfg.ckpt:
+            raise ConfigError("give the checkpoint: python -m fakeface.export ckpt=<cnn.ckpt>")
+        path = export_checkpoint(cfg.ckpt, cfg.out)
+        _, info = load_classifier(path)
+    print(
+        f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB): {info.arch}, "
+        f"{info.image_size}x{info.image_size} RGB in [0,1] -> {list(info.class_names)} probabilities"
+    )
+    return str(path)
+
+
+if __name__ == "__main__":
+    main()
