@@ -1,0 +1,115 @@
+"""Fake faces from a DCGAN checkpoint: python -m fakeface.generate ckpt=<dcgan .ckpt> n=64 out=DIR"""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+
+import hydra
+import torch
+import torchvision
+from omegaconf import DictConfig, OmegaConf
+
+from fakeface.models.dcgan import DCGAN, sample_grid
+
+log = logging.getLogger(__name__)
+
+_OURS = re.compile(r"^(\d{4,}|grid)\.png$")  # the files generate() writes
+
+
+def load_dcgan(ckpt: str | Path, device: str | torch.device = "cpu") -> DCGAN:
+    """Load a DCGAN checkpoint; clear errors for a missing file or another kind of checkpoint."""
+    path = Path(ckpt).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"ckpt={ckpt}: no such file; give a DCGAN checkpoint, e.g. "
+            "outputs/dcgan/runs/<timestamp>/checkpoints/last.ckpt"
+        )
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 (any unreadable file gets the same clear message)
+        raise ValueError(f"ckpt={ckpt} is not a Lightning checkpoint (.ckpt): {err}") from err
+    state = checkpoint.get("state_dict") if isinstance(checkpoint, dict) else None
+    keys = list(state) if isinstance(state, dict) else []
+    if "sample_z" not in keys or not any(k.startswith("generator.") for k in keys):
+        raise ValueError(
+            f"ckpt={ckpt} is not a DCGAN checkpoint (no generator weights); train one with "
+            "python -m fakeface.train experiment=dcgan (classifier checkpoints go to fakeface.export)"
+        )
+    model = DCGAN.load_from_checkpoint(path, map_location="cpu", weights_only=True)
+    return model.to(device).eval()
+
+
+def generate(
+    ckpt: str | Path,
+    n: int = 64,
+    out: str | Path = "generated",
+    seed: int = 0,
+    batch_size: int = 64,
+    grid_max: int = 64,
+    overwrite: bool = False,
+    device: str = "cpu",
+) -> list[Path]:
+    """Write `n` 128x128 PNGs (0000.png, ...) and grid.png to `out`; return the image paths.
+
+    Args:
+        seed: seeds the noise; the same checkpoint, seed, batch_size and device give
+            byte-identical files.
+        batch_size: images per forward pass; the noise is drawn up front, so only float rounding
+            (a pixel off by one) depends on it.
+        grid_max: grid.png shows the first `grid_max` images (0: no grid.png).
+        overwrite: allow replacing the numbered PNGs and grid.png of an earlier run in `out`.
+    """
+    if n < 1:
+        raise ValueError(f"n={n}: ask for at least one image")
+    out = Path(out).expanduser()
+    earlier = sorted(p for p in out.glob("*.png") if _OURS.match(p.name)) if out.is_dir() else []
+    if earlier and not overwrite:
+        raise FileExistsError(
+            f"out={out} already holds {len(earlier)} generated PNGs; pass overwrite=true to "
+            "replace them or choose another out"
+        )
+    model = load_dcgan(ckpt, device)
+    for path in earlier:  # stale files of a larger earlier run would break the count
+        path.unlink()
+    out.mkdir(parents=True, exist_ok=True)
+
+    noise = torch.Generator().manual_seed(seed)
+    z = torch.randn(n, model.hparams.latent_dim, generator=noise)  # on the CPU: same z everywhere
+    width = max(4, len(str(n - 1)))
+    paths: list[Path] = []
+    kept: list[torch.Tensor] = []  # the first grid_max images, for grid.png
+    for chunk in z.split(batch_size):
+        images = model.sample(chunk)  # B x 3 x 128 x 128 float32 in [0, 1] on the CPU
+        for image in images:
+            path = out / f"{len(paths):0{width}d}.png"
+            torchvision.utils.save_image(image, path)
+            paths.append(path)
+        room = grid_max - sum(len(k) for k in kept)
+        if room > 0:
+            kept.append(images[:room])
+    if kept:  # grid_max=0: no grid
+        torchvision.utils.save_image(sample_grid(torch.cat(kept)), out / "grid.png")
+    log.info("wrote %d images (and grid.png of the first %d) to %s", n, min(n, grid_max), out)
+    return paths
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="generate")
+def main(cfg: DictConfig) -> None:
+    if OmegaConf.is_missing(cfg, "ckpt"):
+        raise ValueError("give the DCGAN checkpoint: python -m fakeface.generate ckpt=<file.ckpt>")
+    generate(
+        cfg.ckpt,
+        n=cfg.n,
+        out=cfg.out,
+        seed=cfg.seed,
+        batch_size=cfg.batch_size,
+        grid_max=cfg.grid_max,
+        overwrite=cfg.overwrite,
+        device=cfg.device,
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,284 @@
+"""DCGAN: networks, one manual-optimization step, the experiment run, divergence guard, generate."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, TensorDataset
+
+from conftest import compose, make_face_folder
+from fakeface.generate import generate, load_dcgan
+from fakeface.models.dcgan import DCGAN, DivergenceError
+from fakeface.models.nets import Discriminator, Generator
+from fakeface.precision import resolve_precision
+from fakeface.train import train
+
+SCALARS = ("train/d_loss", "train/g_loss", "train/d_real", "train/d_fake")
+
+
+def dcgan_cfg(root: Path, out: Path, *extra: str):
+    """The real experiment config, shrunk by debug=tiny (2 batches, 1 epoch) and batch 2."""
+    return compose(
+        "train",
+        [
+            "experiment=dcgan",
+            "debug=tiny",
+            f"data.root={root}",
+            f"paths.root_dir={out.parent}",
+            f"paths.output_dir={out}",
+            "callbacks.progress_bar=null",
+            "data.batch_size=2",
+            *extra,
+        ],
+    )
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One tiny `experiment=dcgan` run (default precision: bf16-mixed here), shared by tests."""
+    base = tmp_path_factory.mktemp("dcgan")
+    faces = make_face_folder(base / "faces", per_class=4, size=128, splits=("valid",))
+    out = base / "run"
+    train(dcgan_cfg(faces, out, "trainer.log_every_n_steps=1"))
+    return out
+
+
+def tiny_trainer(root: Path, precision: str, batches: int) -> L.Trainer:
+    return L.Trainer(
+        accelerator="cpu",
+        precision=precision,
+        max_epochs=1,
+        limit_train_batches=batches,
+        default_root_dir=root,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+
+
+def random_faces(n: int = 4) -> DataLoader:
+    images = torch.rand(n, 3, 128, 128, generator=torch.Generator().manual_seed(1))
+    return DataLoader(TensorDataset(images, torch.ones(n, dtype=torch.long)), batch_size=2)
+
+
+def test_generator_makes_128px_images_in_unit_range() -> None:
+    images = Generator(latent_dim=128)(torch.randn(3, 128))
+    assert images.shape == (3, 3, 128, 128)
+    assert images.min() >= 0 and images.max() <= 1
+
+
+def test_discriminator_output_varies_across_inputs() -> None:
+    # The original ended in a one-unit softmax: constant 1 for every input, so D never learned.
+    torch.manual_seed(0)
+    d = Discriminator(image_size=128).eval()
+    x = torch.rand(6, 3, 128, 128)
+    x[3:] *= 0.2  # three dark images
+    logits = d(x)
+    assert logits.shape == (6,)
+    assert logits.std() > 1e-3
+    assert torch.sigmoid(logits).std() > 1e-4
+    single = torch.stack([d(image[None])[0] for image in x])  # no batch coupling in eval mode
+    assert torch.allclose(single, logits, atol=1e-5)
+    assert len(set(single.tolist())) == 6
+
+
+def test_dcgan_rejects_an_image_size_the_generator_cannot_make() -> None:
+    with pytest.raises(ValueError, match="data.image_size=128"):
+        DCGAN(image_size=64)
+
+
+def test_fixed_noise_comes_from_sample_seed() -> None:
+    a, b, c = DCGAN(sample_seed=3), DCGAN(sample_seed=3), DCGAN(sample_seed=4, n_samples=5)
+    assert torch.equal(a.sample_z, b.sample_z)
+    assert a.sample_z.shape == (10, 128) and c.sample_z.shape == (5, 128)
+    assert not torch.equal(a.sample_z[:5], c.sample_z)
+    assert "sample_z" in a.state_dict()  # a buffer: it travels in checkpoints
+
+
+@pytest.mark.parametrize("precision", ["32-true", "bf16-mixed"])
+def test_training_steps_update_both_networks(precision: str, tmp_path: Path) -> None:
+    L.seed_everything(0)
+    model = DCGAN()
+    before = {k: v.detach().clone() for k, v in model.named_parameters()}
+    trainer = tiny_trainer(tmp_path, precision, batches=2)
+    trainer.fit(model, random_faces())
+    changed = {k for k, v in model.named_parameters() if not torch.equal(v, before[k])}
+    g_params = {k for k in before if k.startswith("generator.")}
+    d_params = {k for k in before if k.startswith("discriminator.")}
+    # every weight of both nets moved: the D step and the G step each reached their optimizer
+    assert g_params <= changed and d_params <= changed
+    assert all(torch.isfinite(v).all() for v in model.parameters())
+    metrics = trainer.callback_metrics
+    assert all(torch.isfinite(metrics[f"{key}_epoch"]) for key in SCALARS)
+    # two batches are enough for D to tell noise "faces" from the untrained generator's grey
+    assert metrics["train/d_real_epoch"] > metrics["train/d_fake_epoch"]
+    assert trainer.global_step == 4  # manual optimization: 2 optimizer steps per batch
+    # D's BatchNorm statistics move in the 2 D steps only: the G steps judge with D in eval mode
+    # (an all-fake batch normalised by its own statistics would hide the fakes from D).
+    bn = model.discriminator.features[2]
+    assert isinstance(bn, torch.nn.BatchNorm2d) and int(bn.num_batches_tracked) == 2
+
+
+def test_experiment_dcgan_writes_samples_events_and_last_ckpt(run_dir: Path) -> None:
+    samples = run_dir / "samples"
+    grid = Image.open(samples / "epoch_000.png")
+    assert grid.size == (4 * 130 + 2, 3 * 130 + 2)  # 10 images: 4 columns x 3 rows, 2 px padding
+    singles = sorted((samples / "epoch_000").glob("*.png"))
+    assert [p.name for p in singles] == [f"{i:02d}.png" for i in range(10)]
+    assert Image.open(singles[0]).size == (128, 128)
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"images": 0}).Reload()
+    scalars = set(events.Tags()["scalars"])
+    assert {f"{key}_{when}" for key in SCALARS for when in ("step", "epoch")} <= scalars
+    assert "samples/fixed_noise" in events.Tags()["images"]
+
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["precision"] == str(resolve_precision("auto", "cpu"))  # bf16-mixed here
+    assert set(SCALARS) <= set(metrics["history"][0])
+    assert (run_dir / "curves.png").stat().st_size > 1000
+    assert "test" not in metrics and "exported" not in metrics
+
+
+def test_last_ckpt_loads_without_hydra_and_reproduces_the_samples(run_dir: Path) -> None:
+    model = DCGAN.load_from_checkpoint(run_dir / "checkpoints" / "last.ckpt", map_location="cpu")
+    assert model.hparams.lr == 1e-4 and tuple(model.hparams.betas) == (0.9, 0.999)
+    assert model.hparams.latent_dim == 128 and model.hparams.label_noise == 0.05
+    assert torch.equal(model.sample_z, DCGAN(sample_seed=model.hparams.sample_seed).sample_z)
+    # the weights and fixed noise in last.ckpt are the ones that drew epoch_000/00.png
+    expected = (model.sample()[0] * 255 + 0.5).clamp(0, 255).to(torch.uint8).permute(1, 2, 0)
+    saved = np.asarray(Image.open(run_dir / "samples" / "epoch_000" / "00.png"))
+    assert np.abs(saved.astype(int) - expected.numpy().astype(int)).max() <= 1
+
+
+def test_experiment_dcgan_runs_on_synthetic_data(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    cfg = dcgan_cfg(
+        tmp_path / "synthetic",
+        out,
+        "data=synthetic",
+        f"data.root={tmp_path / 'synthetic'}",
+        "data.synthetic.n_train=2",
+        "data.synthetic.n_valid=8",
+        "data.synthetic.n_test=2",
+        "trainer.limit_train_batches=1",
+        "trainer.precision=32-true",
+    )
+    assert cfg.data.classes == ["real"] and cfg.data.train_split == "valid"
+    metrics = train(cfg)
+    assert metrics["precision"] == "32-true" and metrics["epochs"] == 1
+    assert (out / "samples" / "epoch_000.png").is_file()
+    assert (out / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_experiment_dcgan_defaults_are_the_originals(tmp_path: Path) -> None:
+    cfg = compose("train", ["experiment=dcgan", f"paths.root_dir={tmp_path}"])
+    assert cfg.trainer.max_epochs == 30 and cfg.data.batch_size == 32
+    assert cfg.data.classes == ["real"] and cfg.data.train_split == "valid"
+    assert cfg.model.lr == 1e-4 and list(cfg.model.betas) == [0.9, 0.999]
+    assert cfg.model.n_samples == 10 and cfg.model.label_noise == 0.05
+    assert not cfg.test and not cfg.export
+    assert (
+        cfg.callbacks.model_checkpoint.monitor is None and cfg.callbacks.model_checkpoint.save_last
+    )
+
+
+def test_divergence_stops_training_and_keeps_the_last_good_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    faces = make_face_folder(tmp_path / "faces", per_class=4, size=128, splits=("valid",))
+
+    def poison(self: DCGAN, batch: object, batch_idx: int) -> None:
+        if self.current_epoch == 1:  # epoch 0 trains and checkpoints normally
+            with torch.no_grad():
+                self.discriminator.head[-1].weight.fill_(float("nan"))
+
+    monkeypatch.setattr(DCGAN, "on_train_batch_start", poison)
+    out = tmp_path / "run"
+    with pytest.raises(
+        DivergenceError, match=r"discriminator loss is nan at epoch 1, batch 0"
+    ) as err:
+        train(
+            dcgan_cfg(
+                faces,
+                out,
+                "trainer.max_epochs=2",
+                "trainer.limit_train_batches=1",
+                "trainer.precision=32-true",
+            )
+        )
+    last = out / "checkpoints" / "last.ckpt"
+    assert str(last) in str(err.value)  # the message tells the user what to resume or sample from
+    assert not (out / "samples" / "epoch_001.png").exists()
+
+    checkpoint = torch.load(last, map_location="cpu", weights_only=True)
+    assert checkpoint["epoch"] == 0
+    model = DCGAN.load_from_checkpoint(last, map_location="cpu")
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    assert torch.isfinite(model.sample()).all()
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+def test_generate_cli_writes_n_images_and_grid_deterministically(
+    run_dir: Path, tmp_path: Path
+) -> None:
+    ckpt = run_dir / "checkpoints" / "last.ckpt"
+    command = [
+        sys.executable, "-m", "fakeface.generate", f"ckpt={ckpt}", "n=5", "out=first", "seed=0",
+        f"hydra.run.dir={tmp_path / 'hydra'}",
+    ]  # fmt: skip
+    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    first = _files(tmp_path / "first")  # `out` is relative to the current directory
+    assert sorted(first) == ["0000.png", "0001.png", "0002.png", "0003.png", "0004.png", "grid.png"]
+    image = Image.open(tmp_path / "first" / "0003.png")
+    assert image.size == (128, 128) and image.mode == "RGB"
+    assert (tmp_path / "hydra" / ".hydra" / "config.yaml").is_file()
+
+    paths = generate(ckpt, n=5, out=tmp_path / "second", seed=0)  # another process, same seed
+    assert len(paths) == 5
+    assert _files(tmp_path / "second") == first
+    generate(ckpt, n=5, out=tmp_path / "third", seed=1)
+    assert _files(tmp_path / "third")["0000.png"] != first["0000.png"]
+
+
+def test_generate_refuses_to_mix_runs_unless_overwrite(run_dir: Path, tmp_path: Path) -> None:
+    ckpt = run_dir / "checkpoints" / "last.ckpt"
+    out = tmp_path / "out"
+    generate(ckpt, n=6, out=out)
+    with pytest.raises(FileExistsError, match="overwrite=true"):
+        generate(ckpt, n=3, out=out)
+    (out / "notes.txt").write_text("kept")
+    generate(ckpt, n=3, out=out, overwrite=True, grid_max=2)
+    assert sorted(p.name for p in out.iterdir()) == [
+        "0000.png", "0001.png", "0002.png", "grid.png", "notes.txt"
+    ]  # fmt: skip
+    assert Image.open(out / "grid.png").size == (2 * 130 + 2, 130 + 2)
+
+
+def test_generate_errors_name_the_problem(run_dir: Path, tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="no such file"):
+        load_dcgan(tmp_path / "missing.ckpt")
+    garbage = tmp_path / "garbage.ckpt"
+    garbage.write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="not a Lightning checkpoint"):
+        load_dcgan(garbage)
+    classifier = tmp_path / "classifier.ckpt"
+    torch.save({"state_dict": {"net.head.5.weight": torch.zeros(2, 128)}}, classifier)
+    with pytest.raises(ValueError, match="not a DCGAN checkpoint"):
+        load_dcgan(classifier)
+    with pytest.raises(ValueError, match="at least one image"):
+        generate(run_dir / "checkpoints" / "last.ckpt", n=0, out=tmp_path / "none")
