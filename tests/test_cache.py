@@ -29,7 +29,9 @@ def test_cached_batches_equal_jpeg_batches(face_folder: Path, tmp_path: Path) ->
     assert torch.equal(x_jpeg, x_dev) and torch.equal(y_jpeg, y_dev)
 
 
-def test_cache_is_reused_then_rebuilt_when_the_folder_changes(face_folder: Path, tmp_path: Path) -> None:
+def test_cache_is_reused_then_rebuilt_when_the_folder_changes(
+    face_folder: Path, tmp_path: Path
+) -> None:
     dm = FaceDataModule(root=str(face_folder), num_workers=0, cache_dir=str(tmp_path / "c"))
     first = dm.decoded("test")
     path = Path(first.pixels.filename)

@@ -188,7 +188,9 @@ def main() -> None:
         datamodule.prepare_data()
         for split in (cfg.data.train_split, cfg.data.val_split, cfg.data.test_split):
             decoded = datamodule.decoded(split)
-            log.info("%s: %d images cached (%s)", split, len(decoded.labels), decoded.pixels.filename)
+            log.info(
+                "%s: %d images cached (%s)", split, len(decoded.labels), decoded.pixels.filename
+            )
 
     run()
 

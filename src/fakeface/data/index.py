@@ -45,7 +45,9 @@ def index_split(root: str | Path, split: str, classes: list[str] | None = None) 
     wanted = all_classes if classes is None else list(classes)
     unknown = [c for c in wanted if c not in class_to_idx]
     if unknown:
-        raise DatasetError(f"class folder(s) {unknown} not found in {split_dir} (has {all_classes})")
+        raise DatasetError(
+            f"class folder(s) {unknown} not found in {split_dir} (has {all_classes})"
+        )
     rows = []
     for name in wanted:
         files = sorted(
@@ -80,7 +82,9 @@ def split_folder(
     """
     root = Path(root).expanduser()
     if not root.is_dir():
-        raise DatasetError(f"data root {root} does not exist (data=folder wants root/<class>/*.jpg)")
+        raise DatasetError(
+            f"data root {root} does not exist (data=folder wants root/<class>/*.jpg)"
+        )
     if len(fractions) != 3 or min(fractions) < 0 or abs(sum(fractions) - 1) > 1e-6:
         raise DatasetError(f"data.split_fractions={list(fractions)}: give 3 fractions summing to 1")
     try:
