@@ -64,6 +64,39 @@ def confusion_figure(confmat: torch.Tensor):  # noqa: ANN201 (a matplotlib Figur
     return fig
 
 
+@torch.no_grad()
+def recalibrate_batchnorm(module: L.LightningModule, trainer: L.Trainer, batches: int) -> None:
+    """Set every BatchNorm's running mean/var to their average over `batches` training batches.
+
+    Why: the original CNN puts ReLU before BatchNorm, and its running averages trail the weights
+    by a few dozen steps; the model then separates classes only within a batch, and its eval-mode
+    accuracy dropped to 50% at random epochs. Statistics taken at the final weights, with dropout
+    off as at inference, fix that for ~2% of an epoch's compute on 100k images.
+    """
+    norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if batches <= 0 or not norms:
+        return
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over the batches below
+        m.train()  # batch statistics for BN only; the rest (dropout) stays in eval mode
+    try:
+        with trainer.precision_plugin.forward_context():
+            for i, batch in enumerate(trainer.train_dataloader):
+                if i == batches:
+                    break
+                module(batch[0].to(module.device, non_blocking=True))
+    finally:
+        for m, momentum in zip(norms, momenta, strict=True):
+            m.momentum = momentum
+            m.eval()
+    if trainer.world_size > 1:  # every rank saw its own shard: agree on one set of statistics
+        for m in norms:
+            m.running_mean.copy_(trainer.strategy.reduce(m.running_mean, reduce_op="mean"))
+            m.running_var.copy_(trainer.strategy.reduce(m.running_var, reduce_op="mean"))
+
+
 class CNNClassifier(L.LightningModule):
     """Real-vs-fake classifier; the original recipe by default (SGD 0.01, plateau schedule).
 
@@ -78,6 +111,9 @@ class CNNClassifier(L.LightningModule):
         plateau_factor, plateau_patience, plateau_min_delta: the plateau schedule's settings.
         label_smoothing: cross-entropy label smoothing on the training loss.
         channels_last: run convolutions in NHWC, the fast layout for bf16 on CPU and GPU.
+        bn_recalibration_batches: before each validation, re-estimate the BatchNorm running
+            statistics over this many training batches with the weights frozen and dropout off
+            ("precise BN"); 0 keeps the running averages from training.
     """
 
     def __init__(
@@ -95,6 +131,7 @@ class CNNClassifier(L.LightningModule):
         plateau_min_delta: float = 1e-4,
         label_smoothing: float = 0.0,
         channels_last: bool = True,
+        bn_recalibration_batches: int = 50,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -139,6 +176,12 @@ class CNNClassifier(L.LightningModule):
         self.log(f"{stage}/loss", loss, prog_bar=stage == "val")
         self.log_dict(metrics, prog_bar=stage == "val")
         return p_fake
+
+    def on_validation_epoch_start(self) -> None:
+        trainer = self.trainer
+        if trainer.sanity_checking or trainer.state.fn != "fit" or trainer.train_dataloader is None:
+            return  # only between training epochs: trainer.validate() keeps the stats it was given
+        recalibrate_batchnorm(self, trainer, self.hparams.bn_recalibration_batches)
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         self._eval_step(batch, "val")

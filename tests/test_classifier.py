@@ -1,0 +1,42 @@
+"""CNNClassifier internals: BatchNorm recalibration (precise BN) before validation."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import torch
+from lightning.pytorch.plugins.precision import Precision
+
+from fakeface.models.classifier import CNNClassifier, recalibrate_batchnorm
+
+
+def test_recalibration_sets_population_statistics_with_dropout_off() -> None:
+    torch.manual_seed(0)
+    model = CNNClassifier(channels_last=False).eval()
+    batches = [(torch.rand(8, 3, 128, 128), torch.zeros(8, dtype=torch.long)) for _ in range(4)]
+    trainer = SimpleNamespace(precision_plugin=Precision(), train_dataloader=batches, world_size=1)
+    first_bn = model.net.features[2]
+    first_bn.running_mean.fill_(123.0)  # stale statistics, far from the truth
+    dropouts = [m for m in model.modules() if isinstance(m, torch.nn.Dropout)]
+
+    recalibrate_batchnorm(model, trainer, batches=3)  # the 4th batch must not be used
+
+    with torch.no_grad():
+        conv = model.net.features[0]
+        activations = torch.cat([conv(x).relu() for x, _ in batches[:3]])
+    expected = activations.mean(dim=(0, 2, 3))
+    torch.testing.assert_close(first_bn.running_mean, expected, rtol=1e-4, atol=1e-5)
+    # equal batch sizes: the cumulative average of per-batch (unbiased) variances
+    per_batch = torch.stack([a.var(dim=(0, 2, 3)) for a in activations.split(8)])
+    torch.testing.assert_close(first_bn.running_var, per_batch.mean(0), rtol=1e-3, atol=1e-5)
+    assert first_bn.momentum == 0.1 and not first_bn.training
+    assert not any(m.training for m in dropouts)
+
+
+def test_recalibration_zero_batches_leaves_statistics_alone() -> None:
+    model = CNNClassifier(channels_last=False).eval()
+    bn = model.net.features[2]
+    bn.running_mean.fill_(7.0)
+    trainer = SimpleNamespace(precision_plugin=Precision(), train_dataloader=[], world_size=1)
+    recalibrate_batchnorm(model, trainer, batches=0)
+    assert torch.all(bn.running_mean == 7.0)
