@@ -58,7 +58,7 @@ def test_device_batches_shuffle_flip_and_shard(face_folder: Path, tmp_path: Path
     dm = FaceDataModule(root=str(face_folder), num_workers=0, cache_dir=str(tmp_path / "c"))
     decoded = dm.decoded("train")
     plain = torch.cat([x for x, _ in DeviceBatches(decoded, 4, "cpu", shuffle=False)])
-    shuffled = DeviceBatches(decoded, 4, "cpu", shuffle=True, hflip=True, seed=1)
+    shuffled = DeviceBatches(decoded, 4, "cpu", shuffle=True, augment="flip", seed=1)
     assert len(shuffled) == 3
     x, _ = zip(*shuffled, strict=True)
     x = torch.cat(x)

@@ -25,6 +25,19 @@ from fakeface.preprocess import BadImageError, load_image, resize_rgb, to_tensor
 
 log = logging.getLogger(__name__)
 
+# The data.augment modes the cache can do: a flip of the resized pixels. robust/strong work on
+# the full-resolution image, before the resize, which the cache no longer has.
+CACHE_AUGMENTS = ("none", "flip")
+
+
+def _check_cache_augment(augment: str) -> bool:
+    """True if `augment` flips; ValueError for a mode the cache cannot do."""
+    if augment not in CACHE_AUGMENTS:
+        raise ValueError(
+            f"data.augment={augment!r}: the decoded cache does only {' or '.join(CACHE_AUGMENTS)}"
+        )
+    return augment == "flip"
+
 
 def fingerprint(frame: pd.DataFrame, size: int) -> str:
     """Hash of the file list, sizes and mtimes (cheap: stat only) and the image size."""
@@ -116,17 +129,21 @@ def _build(frame: pd.DataFrame, folder: Path, size: int, num_workers: int) -> No
 
 
 class CachedDataset(Dataset):
-    """(3 x S x S float in [0, 1], label) from a DecodedSplit; same values as FaceDataset."""
+    """(3 x S x S float in [0, 1], label) from a DecodedSplit; same values as FaceDataset.
 
-    def __init__(self, split: DecodedSplit, hflip: bool = False) -> None:
-        self.split, self.hflip = split, hflip
+    Args:
+        augment: `none` or `flip` (random horizontal flip, p=0.5).
+    """
+
+    def __init__(self, split: DecodedSplit, augment: str = "none") -> None:
+        self.split, self.flip = split, _check_cache_augment(augment)
 
     def __len__(self) -> int:
         return len(self.split.labels)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         x = to_tensor(np.array(self.split.pixels[i]))
-        if self.hflip and torch.rand(()) < 0.5:
+        if self.flip and torch.rand(()) < 0.5:
             x = x.flip(-1)
         return x, torch.tensor(int(self.split.labels[i]))
 
@@ -138,6 +155,7 @@ class DeviceBatches:
     JPEG decoding (the whole split must fit in device memory: 100k x 128 x 128 x 3 = 4.9 GB).
 
     Args:
+        augment: `none` or `flip` (each image mirrored with probability 0.5).
         rank, world_size: shard for data-parallel training (each rank takes every world_size-th).
     """
 
@@ -147,7 +165,7 @@ class DeviceBatches:
         batch_size: int,
         device: torch.device | str,
         shuffle: bool,
-        hflip: bool = False,
+        augment: str = "none",
         rank: int = 0,
         world_size: int = 1,
         seed: int = 0,
@@ -155,7 +173,8 @@ class DeviceBatches:
         pixels = torch.from_numpy(np.array(split.pixels[rank::world_size]))  # a writable copy
         self.pixels = pixels.to(device)  # N x S x S x 3 uint8
         self.labels = torch.from_numpy(split.labels[rank::world_size]).long().to(device)
-        self.batch_size, self.shuffle, self.hflip = batch_size, shuffle, hflip
+        self.batch_size, self.shuffle = batch_size, shuffle
+        self.flip = _check_cache_augment(augment)
         self.generator = torch.Generator(device=self.pixels.device).manual_seed(seed + rank)
 
     def __len__(self) -> int:
@@ -171,7 +190,7 @@ class DeviceBatches:
         for start in range(0, n, self.batch_size):
             index = order[start : start + self.batch_size]
             x = to_tensor(self.pixels[index])  # N x 3 x S x S float in [0, 1]
-            if self.hflip:
+            if self.flip:
                 flip = torch.rand(len(index), device=device, generator=self.generator) < 0.5
                 x = torch.where(flip[:, None, None, None], x.flip(-1), x)
             yield x, self.labels[index]
@@ -184,7 +203,8 @@ def main() -> None:
 
     @hydra.main(version_base="1.3", config_path="../conf", config_name="cache")
     def run(cfg) -> None:  # noqa: ANN001 (a DictConfig)
-        datamodule = instantiate(cfg.data, cache=True)
+        # The cache stores un-augmented pixels: augmentation happens when batches are drawn.
+        datamodule = instantiate(cfg.data, cache=True, augment="none")
         datamodule.prepare_data()
         for split in (cfg.data.train_split, cfg.data.val_split, cfg.data.test_split):
             decoded = datamodule.decoded(split)

@@ -3,17 +3,28 @@
 from __future__ import annotations
 
 import logging
+import random
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import pandas as pd
 import torch
+from PIL import Image
 from torch.utils.data import DataLoader, Dataset, default_collate
+from torchvision import transforms
 
-from fakeface.data.cache import CachedDataset, DecodedSplit, DeviceBatches, load_or_build
+from fakeface.cli import ConfigError
+from fakeface.data.cache import (
+    CACHE_AUGMENTS,
+    CachedDataset,
+    DecodedSplit,
+    DeviceBatches,
+    load_or_build,
+)
 from fakeface.data.index import DatasetError, index_split, split_folder
-from fakeface.preprocess import IMAGE_SIZE, BadImageError, preprocess_file
+from fakeface.perturb import random_robust
+from fakeface.preprocess import IMAGE_SIZE, BadImageError, load_image, preprocess
 
 log = logging.getLogger(__name__)
 
@@ -50,12 +61,59 @@ def collate_tracked(items: list[Any]) -> Any:
     return Tracked(default_collate([tuple(item) for item in items]), skipped)
 
 
+# data.augment: what each mode adds (each includes the one before it).
+AUGMENTS = {
+    "none": "no augmentation",
+    "flip": "random horizontal flip (p=0.5)",
+    "robust": "flip + blur sigma U[0,3) and JPEG quality U{30..100}, each p=0.5 (Wang et al. 2020)",
+    "strong": "robust + random-resized crop (scale 0.8-1, ratio 0.9-1.1) + colour jitter 0.1",
+}
+
+
+def check_augment(augment: str) -> str:
+    """Return `augment` if it names a mode of AUGMENTS, else raise ConfigError listing them."""
+    if augment not in AUGMENTS:
+        raise ConfigError(f"data.augment={augment!r}: use one of {', '.join(AUGMENTS)}")
+    return augment
+
+
+class ImageAugment:
+    """The PIL-side training augmentation of data.augment=robust|strong, before the resize.
+
+    Works on the decoded full-resolution image so that `fakeface.preprocess` stays the one
+    resize path (the flip is done after it, on the tensor). Every draw comes from torch's global
+    generator, which Lightning's `seed_everything(workers=True)` and the DataLoader seed
+    differently in each worker process and each epoch: no worker repeats another's draws.
+    """
+
+    CROP_SCALE, CROP_RATIO = (0.8, 1.0), (0.9, 1.1)  # area fraction, aspect ratio w/h
+
+    def __init__(self, augment: str) -> None:
+        self.strong = check_augment(augment) == "strong"
+        self.robust = augment in ("robust", "strong")
+        self.jitter = transforms.ColorJitter(brightness=0.1, contrast=0.1, saturation=0.1)
+
+    def __call__(self, image: Image.Image) -> Image.Image:
+        if self.strong:
+            # A mild crop, resized back to the image's own size (preprocess resizes after).
+            box = transforms.RandomResizedCrop.get_params(image, self.CROP_SCALE, self.CROP_RATIO)
+            size = [image.height, image.width]
+            bilinear = transforms.InterpolationMode.BILINEAR
+            image = transforms.functional.resized_crop(image, *box, size, bilinear, antialias=True)
+            image = self.jitter(image)
+        if self.robust:
+            # A fresh stdlib generator per image, seeded from torch's per-worker state.
+            image = random_robust(image, random.Random(int(torch.randint(2**62, ()))))
+        return image
+
+
 class FaceDataset(Dataset):
     """Images listed in an index DataFrame -> (3 x size x size float in [0, 1], label).
 
     Args:
         frame: rows with `image_path` and `label`.
-        hflip: flip each image horizontally with probability 0.5.
+        augment: `none`, `flip`, `robust` or `strong` (see AUGMENTS); robust/strong work on the
+            decoded full-resolution image before `fakeface.preprocess` resizes it.
         on_bad_image: `skip` stands the next readable image in for an unreadable one and names
             the file in the item's `.skipped` (the DataModule logs and counts it); `error` raises
             BadImageError.
@@ -65,7 +123,7 @@ class FaceDataset(Dataset):
         self,
         frame: pd.DataFrame,
         image_size: int = IMAGE_SIZE,
-        hflip: bool = False,
+        augment: str = "none",
         on_bad_image: str = "skip",
     ) -> None:
         if on_bad_image not in ("skip", "error"):
@@ -73,7 +131,9 @@ class FaceDataset(Dataset):
         self.paths = frame["image_path"].tolist()
         self.labels = torch.tensor(frame["label"].tolist(), dtype=torch.long)
         self.image_size = image_size
-        self.hflip = hflip
+        self.augment = check_augment(augment)
+        self.flip = augment != "none"
+        self.image_augment = ImageAugment(augment) if augment in ("robust", "strong") else None
         self.on_bad_image = on_bad_image
 
     def __len__(self) -> int:
@@ -84,7 +144,7 @@ class FaceDataset(Dataset):
         for offset in range(len(self.paths)):
             i = (index + offset) % len(self.paths)
             try:
-                x = preprocess_file(self.paths[i], self.image_size)
+                image = load_image(self.paths[i])
             except BadImageError as err:
                 if self.on_bad_image == "error":
                     raise
@@ -92,7 +152,10 @@ class FaceDataset(Dataset):
                 # train on a batch of one, and an all-bad batch would be empty).
                 skipped.append((self.paths[i], str(err.__cause__ or err)))
                 continue
-            if self.hflip and torch.rand(()) < 0.5:
+            if self.image_augment is not None:
+                image = self.image_augment(image)
+            x = preprocess(image, self.image_size)
+            if self.flip and torch.rand(()) < 0.5:
                 x = x.flip(-1)
             return Tracked((x, self.labels[i]), skipped)
         raise DatasetError(f"none of the {len(self.paths)} images is readable ({skipped[0]})")
@@ -102,12 +165,13 @@ class FaceDataModule(L.LightningDataModule):
     """Train on `train`, validate on `valid`, test on `test` (the original validated on test).
 
     Args:
-        root: folder holding the split folders; `~` is expanded.
+        root: folder holding the split folders (layout=folder: the class folders); `~` is
+            expanded. Required unless layout=folder reads a `split_file`.
         classes: keep only these classes (the DCGAN trains on `[real]`); None = both, and then
             exactly two classes (fake, real) are required.
         synthetic: if given, generate the synthetic dataset into `root` first (kwargs of
             `fakeface.data.synthetic.generate_synthetic`: n_train, n_valid, n_test, seed).
-        hflip: random horizontal flips on the training split.
+        augment: training-split augmentation: `none`, `flip`, `robust` or `strong` (AUGMENTS).
         cache: decode each split once into a memory-mapped uint8 array under `cache_dir`.
         device_resident: keep each split's uint8 pixels on the training device and batch there
             (implies cache); no worker processes, no JPEG decoding during the epoch.
@@ -118,13 +182,13 @@ class FaceDataModule(L.LightningDataModule):
 
     def __init__(
         self,
-        root: str = "data/synthetic",
+        root: str | None = "data/synthetic",
         image_size: int = IMAGE_SIZE,
         batch_size: int = 32,
         num_workers: int = 2,
         pin_memory: bool = False,
         persistent_workers: bool = True,
-        hflip: bool = False,
+        augment: str = "none",
         classes: list[str] | None = None,
         train_split: str = "train",
         val_split: str = "valid",
@@ -142,7 +206,21 @@ class FaceDataModule(L.LightningDataModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
-        self.root = Path(root).expanduser()
+        check_augment(augment)
+        if augment not in CACHE_AUGMENTS and (cache or device_resident):
+            setting = "data.device_resident=true" if device_resident else "data.cache=true"
+            raise ConfigError(
+                f"data.augment={augment} cannot run with {setting}: the cache holds resized "
+                f"pixels and {augment} needs the full-resolution image; use data.augment=flip "
+                f"(or none) with the cache, or {setting[:-4]}false with data.augment={augment}"
+            )
+        if root is None and not (layout == "folder" and split_file):
+            where = "a folder holding real/ and fake/" if layout == "folder" else "the data"
+            raise ConfigError(
+                f"data.root is not set: pass data.root=/path/to/folder ({where})"
+                + (" or data.split_file=<run>/split.csv" if layout == "folder" else "")
+            )
+        self.root = Path(root).expanduser() if root is not None else None
         self.classes = list(classes) if classes is not None else None
         self.frames: dict[str, pd.DataFrame] = {}
         if not 0.0 <= max_bad_fraction <= 1.0:
@@ -204,25 +282,25 @@ class FaceDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         hp = self.hparams
         if stage in ("fit", None):
-            self.train_set = self._dataset(hp.train_split, hp.hflip)
-            self.val_set = self._dataset(hp.val_split, False)
+            self.train_set = self._dataset(hp.train_split, hp.augment)
+            self.val_set = self._dataset(hp.val_split, "none")
         if stage in ("validate",):
-            self.val_set = self._dataset(hp.val_split, False)
+            self.val_set = self._dataset(hp.val_split, "none")
         if stage in ("test", None):
-            self.test_set = self._dataset(hp.test_split, False)
+            self.test_set = self._dataset(hp.test_split, "none")
 
     def decoded(self, split: str) -> DecodedSplit:
         """The split decoded into the uint8 cache (built on first use, reused while unchanged)."""
         hp = self.hparams
         return load_or_build(self.index(split), hp.cache_dir, hp.image_size, hp.num_workers)
 
-    def _dataset(self, split: str, hflip: bool) -> Dataset:
+    def _dataset(self, split: str, augment: str) -> Dataset:
         hp = self.hparams
         if hp.device_resident:
             return self.decoded(split)  # batched on the device by _loader
         if hp.cache:
-            return CachedDataset(self.decoded(split), hflip)
-        return FaceDataset(self.index(split), hp.image_size, hflip, hp.on_bad_image)
+            return CachedDataset(self.decoded(split), augment)
+        return FaceDataset(self.index(split), hp.image_size, augment, hp.on_bad_image)
 
     def _loader(self, dataset: Dataset | DecodedSplit, shuffle: bool) -> DataLoader | DeviceBatches:
         hp = self.hparams
@@ -233,7 +311,7 @@ class FaceDataModule(L.LightningDataModule):
                 hp.batch_size,
                 device=trainer.strategy.root_device if trainer else "cpu",
                 shuffle=shuffle,
-                hflip=hp.hflip and shuffle,  # flips on the training split only
+                augment=hp.augment if shuffle else "none",  # the training split only
                 rank=trainer.global_rank if trainer else 0,
                 world_size=trainer.world_size if trainer else 1,
                 seed=torch.initial_seed() % 2**31,
