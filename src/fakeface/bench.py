@@ -1,0 +1,420 @@
+"""Benchmarks: python -m fakeface.bench [sections=[data,train,export,dcgan,realtime]]
+
+Measures, with warm-up and medians, on the configured data (the synthetic set by default):
+the data pipeline (JPEG folder vs decoded cache), CNN training (fp32 vs the fast path, optionally
+torch.compile), the exported classifier (one-image latency, batched throughput), DCGAN training
+and the real-time pipeline on a generated 640x480 video. Prints a table and writes bench.json
+(with the machine's facts) into the run directory.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning as L
+import numpy as np
+import torch
+from hydra.utils import instantiate
+from lightning.pytorch.callbacks import Callback
+from omegaconf import DictConfig, OmegaConf
+from rich.console import Console
+from rich.table import Table
+
+from fakeface.cli import ConfigError, one_line_errors
+from fakeface.precision import bf16_supported, resolve_precision
+
+log = logging.getLogger(__name__)
+SECTIONS = ("data", "train", "export", "dcgan", "realtime")
+
+# The original Keras pipeline on the 2-core reference machine (same model, 128x128, batch 32),
+# and the targets of this project relative to it.
+KERAS_TRAIN_IMG_S = 27.0
+KERAS_PREDICT_MS = 59.0
+TARGETS = {
+    "train": ("img/s", 4 * KERAS_TRAIN_IMG_S, ">= 108 img/s (4x Keras)"),
+    "latency": ("ms", KERAS_PREDICT_MS / 10, "<= 5.9 ms (Keras / 10)"),
+    "realtime": ("FPS", 30.0, ">= 30 FPS"),
+}
+
+
+def machine_facts(device: str) -> dict[str, Any]:
+    """What the numbers were measured on (for bench.json and the README)."""
+    cpu = platform.processor() or platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        names = [
+            ln.split(":", 1)[1].strip()
+            for ln in cpuinfo.read_text().splitlines()
+            if ln.startswith("model name")
+        ]
+        cpu = names[0] if names else cpu
+    facts = {
+        "cpu": cpu,
+        "cpu_cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "lightning": L.__version__,
+        "device": device,
+        "bf16_native": bf16_supported(device),
+        "python": platform.python_version(),
+    }
+    if device.startswith("cuda"):
+        facts["gpu"] = torch.cuda.get_device_name(device)
+    return facts
+
+
+def median_rate(durations: list[float], items: int) -> float:
+    """Items per second from the median duration of one repeat."""
+    return items / statistics.median(durations)
+
+
+class StepTimer(Callback):
+    """Wall time of each training step (forward, backward, optimizer), data fetching excluded."""
+
+    def __init__(self) -> None:
+        self.durations: list[float] = []
+        self.batch_size = 0
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx) -> None:  # noqa: ANN001
+        if module.device.type == "cuda":
+            torch.cuda.synchronize()
+        self._start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:  # noqa: ANN001
+        if module.device.type == "cuda":
+            torch.cuda.synchronize()
+        self.durations.append(time.perf_counter() - self._start)
+        self.batch_size = len(batch[0])
+
+
+def fit_rate(
+    module: L.LightningModule,
+    dm: L.LightningDataModule,
+    precision: str,
+    cfg: DictConfig,
+    root: Path,
+) -> float:
+    """Training img/s: median step time over `steps` batches after `warmup` batches (Lightning)."""
+    timer = StepTimer()
+    trainer = L.Trainer(
+        accelerator=cfg.accelerator,
+        devices=1,
+        precision=precision,
+        max_epochs=1,
+        limit_train_batches=cfg.warmup + cfg.steps,  # batches: the DCGAN steps twice per batch
+        limit_val_batches=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=root,
+        callbacks=[timer],
+    )
+    trainer.fit(module, datamodule=dm)
+    if len(timer.durations) <= cfg.warmup:
+        raise ConfigError(
+            f"bench: the training split has only {len(timer.durations)} batches; lower "
+            f"bench.warmup ({cfg.warmup}) and bench.steps ({cfg.steps}) or use more data"
+        )
+    return median_rate(timer.durations[cfg.warmup :], timer.batch_size)
+
+
+def loader_rate(loader: Any, batches: int, warmup: int) -> float:
+    """Images/s delivered by a data loader (workers' start-up paid in the warm-up)."""
+    durations, count = [], 0
+    iterator = iter(loader)
+    for _ in range(warmup):
+        next(iterator)
+    start = time.perf_counter()
+    for _ in range(batches):
+        try:
+            x = next(iterator)[0]
+        except StopIteration:
+            iterator = iter(loader)
+            continue
+        count += len(x)
+    durations.append(time.perf_counter() - start)
+    return count / durations[0]
+
+
+def datamodule(cfg: DictConfig, **overrides: Any) -> L.LightningDataModule:
+    dm = instantiate(cfg.data, _convert_="all", **overrides)
+    dm.prepare_data()
+    dm.setup("fit")
+    return dm
+
+
+def bench_data(cfg: DictConfig, rows: list[dict]) -> None:
+    b = cfg.bench
+    jpeg = datamodule(cfg, cache=False, device_resident=False)
+    rate = loader_rate(jpeg.train_dataloader(), b.data_batches, b.warmup)
+    rows.append(row("data", f"JPEG folder, {cfg.data.num_workers} workers", rate, "img/s"))
+    start = time.perf_counter()
+    cached = datamodule(cfg, cache=True, device_resident=False)
+    rows.append(
+        row("data", "decoded cache: build or reuse (all splits)", time.perf_counter() - start, "s")
+    )
+    rate = loader_rate(cached.train_dataloader(), b.data_batches, b.warmup)
+    rows.append(row("data", f"decoded cache, {cfg.data.num_workers} workers", rate, "img/s"))
+
+
+def resident(cfg: DictConfig) -> L.LightningDataModule:
+    """The configured data, decoded once and batched on the training device: model time only."""
+    dm = instantiate(cfg.data, _convert_="all", device_resident=True)
+    dm.prepare_data()
+    return dm
+
+
+def classifier(cfg: DictConfig) -> L.LightningModule:
+    # no validation here, so no schedule: ReduceLROnPlateau would wait for a val/loss
+    return instantiate(cfg.model, _convert_="all", scheduler="none")
+
+
+def bench_train(cfg: DictConfig, precisions: list[str], rows: list[dict]) -> None:
+    loader = resident(cfg)
+    for precision in precisions:
+        model = classifier(cfg)
+        rate = fit_rate(model, loader, precision, cfg.bench, Path(cfg.paths.output_dir))
+        rows.append(row("train", f"CNN {precision}", rate, "img/s", target="train"))
+    if cfg.bench.compile:
+        model = classifier(cfg)
+        model.net = torch.compile(model.net)
+        rate = fit_rate(model, loader, precisions[-1], cfg.bench, Path(cfg.paths.output_dir))
+        rows.append(
+            row("train", f"CNN {precisions[-1]} + torch.compile", rate, "img/s", target="train")
+        )
+
+
+def bench_dcgan(cfg: DictConfig, precisions: list[str], rows: list[dict]) -> None:
+    loader = resident(cfg)  # both classes: the same work per image as the real-faces-only run
+    for precision in precisions:
+        gan = instantiate(
+            OmegaConf.load(CONF / "model" / "dcgan.yaml"), image_size=cfg.data.image_size
+        )
+        gan.on_train_epoch_end = lambda: None  # no sample PNGs: only the training steps are timed
+        rate = fit_rate(gan, loader, precision, cfg.bench, Path(cfg.paths.output_dir))
+        rows.append(row("dcgan", f"DCGAN {precision} (D and G step)", rate, "img/s"))
+
+
+def timed(fn: Callable[[], Any], repeats: int, warmup: int) -> list[float]:
+    for _ in range(warmup):
+        fn()
+    durations = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        durations.append(time.perf_counter() - start)
+    return durations
+
+
+def export_untrained(cfg: DictConfig, folder: Path) -> Path:
+    """The configured CNN with fresh weights, exported: speed does not depend on the weights."""
+    from fakeface.export import export_classifier
+
+    model = instantiate(cfg.model, _convert_="all").eval()
+    return export_classifier(model, folder / "classifier.ts", source="bench (untrained weights)")
+
+
+def bench_export(cfg: DictConfig, device: str, model_file: Path, rows: list[dict]) -> None:
+    from fakeface.modelfile import classify, fast_dtype, load_classifier
+    from fakeface.preprocess import preprocess_file
+
+    b = cfg.bench
+    model, info = load_classifier(model_file, device)
+    size = info.image_size
+    image = next(Path(cfg.data.root).rglob("*.jpg"))
+    one, batch = torch.rand(1, 3, size, size), torch.rand(b.predict_batch, 3, size, size)
+    dtypes = {"fp32": None} | ({"bf16": fast_dtype(device)} if fast_dtype(device) else {})
+    for name, dtype in dtypes.items():
+        ms = (
+            statistics.median(timed(lambda d=dtype: classify(model, one, d), b.repeats, b.warmup))
+            * 1e3
+        )
+        rows.append(row("export", f"one image, tensor in ({name})", ms, "ms", target="latency"))
+    for name, dtype in dtypes.items():
+
+        def from_file(d: torch.dtype | None = dtype) -> None:
+            classify(model, preprocess_file(image, size).unsqueeze(0), d)
+
+        ms = statistics.median(timed(from_file, b.repeats, b.warmup)) * 1e3
+        rows.append(row("export", f"one image, JPEG file in ({name})", ms, "ms", target="latency"))
+    for name, dtype in dtypes.items():
+        durations = timed(lambda d=dtype: classify(model, batch, d), max(3, b.repeats // 10), 2)
+        rate = median_rate(durations, len(batch))
+        rows.append(row("export", f"batch {len(batch)} ({name})", rate, "img/s"))
+
+
+def face_video(cfg: DictConfig, path: Path, frames: int) -> Path:
+    """640x480 clip: a face from the data (one the Haar detector finds) gliding over a backdrop."""
+    import cv2
+
+    from fakeface.realtime.detect import FaceDetector
+
+    detector = FaceDetector(**OmegaConf.load(CONF / "deploy" / "detector" / "default.yaml"))
+    backdrop = np.full((480, 640, 3), 96, np.uint8)
+    backdrop[:, :, 0] = np.linspace(60, 160, 640, dtype=np.uint8)  # not a flat frame
+    face = None
+    for candidate in sorted(Path(cfg.data.root).rglob("real/*.jpg"))[:200]:
+        image = cv2.resize(cv2.imread(str(candidate)), (200, 200))
+        frame = backdrop.copy()
+        frame[140:340, 220:420] = image
+        if len(detector(frame)):
+            face = image
+            break
+    if face is None:
+        raise ConfigError(
+            f"bench: the face detector finds no face among {cfg.data.root}/**/real/*.jpg"
+        )
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 30.0, (640, 480))
+    for i in range(frames):
+        frame = backdrop.copy()
+        x = 40 + int(200 * (1 + np.sin(i / 15)))  # 40..440
+        frame[140:340, x : x + 200] = face
+        writer.write(frame)
+    writer.release()
+    return path
+
+
+def bench_realtime(
+    cfg: DictConfig, device: str, model_file: Path, folder: Path, rows: list[dict]
+) -> None:
+    import cv2
+
+    from fakeface.modelfile import fast_dtype, load_classifier
+    from fakeface.realtime.__main__ import FrameSource, run
+    from fakeface.realtime.detect import FaceDetector
+
+    b = cfg.bench
+    rt = OmegaConf.load(CONF / "deploy" / "realtime.yaml")
+    video = face_video(cfg, folder / "clip.mp4", b.video_frames)
+    threads = torch.get_num_threads()
+    if rt.threads:  # the real-time module's default thread setting, as users run it
+        torch.set_num_threads(rt.threads)
+        cv2.setNumThreads(rt.threads)
+    try:
+        model, info = load_classifier(model_file, device)
+        summary = run(
+            model,
+            info,
+            FrameSource(str(video)),
+            FaceDetector(**OmegaConf.load(CONF / "deploy" / "detector" / "default.yaml")),
+            faces=rt.faces,
+            margin=rt.margin,
+            dtype=fast_dtype(device),
+            redetect_every=rt.redetect_every,
+        )
+    finally:
+        torch.set_num_threads(threads)
+    found = f"{summary.frames_with_faces}/{summary.frames} frames with a face"
+    rows.append(
+        row(
+            "realtime",
+            f"640x480 video, threads={rt.threads} ({found})",
+            summary.fps,
+            "FPS",
+            target="realtime",
+        )
+    )
+
+
+def row(section: str, name: str, value: float, unit: str, target: str | None = None) -> dict:
+    """One measurement; with a target, whether it is met (latency: lower is better)."""
+    item: dict[str, Any] = {
+        "section": section,
+        "name": name,
+        "value": round(value, 2),
+        "unit": unit,
+    }
+    if target:
+        _, goal, text = TARGETS[target]
+        item["target"] = text
+        item["met"] = bool(value <= goal) if unit == "ms" else bool(value >= goal)
+        if target == "train":
+            item["vs_keras"] = round(value / KERAS_TRAIN_IMG_S, 1)
+        if target == "latency":
+            item["vs_keras"] = round(KERAS_PREDICT_MS / value, 1)
+    log.info("%s | %s: %.2f %s", section, name, value, unit)
+    return item
+
+
+def print_table(rows: list[dict], facts: dict[str, Any]) -> None:
+    table = Table(
+        title=f"fakeface bench: {facts['cpu']}, {facts['cpu_cores']} cores, {facts['device']}"
+    )
+    for column in ("section", "measurement", "value", "vs Keras", "target"):
+        table.add_column(column, justify="right" if column in ("value", "vs Keras") else "left")
+    for r in rows:
+        met = {True: " [green]met[/]", False: " [red]missed[/]"}.get(r.get("met"), "")
+        ratio = f"{r['vs_keras']}x" if "vs_keras" in r else ""
+        table.add_row(
+            r["section"],
+            r["name"],
+            f"{r['value']:.2f} {r['unit']}",
+            ratio,
+            r.get("target", "") + met,
+        )
+    Console(width=max(Console().width, 110)).print(table)
+
+
+CONF = Path(__file__).parent / "conf"
+
+
+def bench(cfg: DictConfig) -> dict[str, Any]:
+    unknown = set(cfg.sections) - set(SECTIONS)
+    if unknown:
+        raise ConfigError(
+            f"sections={list(cfg.sections)}: unknown {sorted(unknown)}; use any of {list(SECTIONS)}"
+        )
+    torch.set_float32_matmul_precision("high")
+    device = (
+        "cuda"
+        if cfg.bench.accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
+        else "cpu"
+    )
+    fast = resolve_precision("auto", "cuda" if device == "cuda" else "cpu")
+    precisions = ["32-true"] + ([fast] if fast != "32-true" else [])
+    L.seed_everything(cfg.seed, workers=True)
+    facts = machine_facts(device)
+    rows: list[dict] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        if "data" in cfg.sections:
+            bench_data(cfg, rows)
+        if "train" in cfg.sections:
+            bench_train(cfg, precisions, rows)
+        model_file = (
+            export_untrained(cfg, folder) if {"export", "realtime"} & set(cfg.sections) else None
+        )
+        if "export" in cfg.sections:
+            bench_export(cfg, device, model_file, rows)
+        if "dcgan" in cfg.sections:
+            bench_dcgan(cfg, precisions, rows)
+        if "realtime" in cfg.sections:
+            bench_realtime(cfg, device, model_file, folder, rows)
+    result = {"machine": facts, "config": OmegaConf.to_container(cfg.bench), "results": rows}
+    out = Path(cfg.paths.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "bench.json").write_text(json.dumps(result, indent=2))
+    print_table(rows, facts)
+    log.info("wrote %s", out / "bench.json")
+    return result
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="bench")
+def main(cfg: DictConfig) -> None:
+    with one_line_errors():
+        bench(cfg)
+
+
+if __name__ == "__main__":
+    main()

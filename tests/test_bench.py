@@ -1,0 +1,47 @@
+"""python -m fakeface.bench on a tiny folder: every section measures and bench.json records it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from PIL import Image
+from skimage import data
+
+from conftest import compose, make_face_folder
+from fakeface.bench import SECTIONS, bench
+
+
+def test_bench_measures_every_section_and_writes_bench_json(tmp_path: Path) -> None:
+    root = make_face_folder(tmp_path / "faces", per_class=8, size=128)
+    # a photo the Haar detector finds, for the generated real-time video
+    face = Image.fromarray(data.astronaut()[20:260, 140:380])  # face-centred, as FFHQ photos
+    face.save(root / "train" / "real" / "astronaut.jpg")
+    cfg = compose(
+        "bench",
+        [
+            f"data.root={root}",
+            "data.synthetic=null",
+            "data.batch_size=4",
+            "data.num_workers=0",
+            f"data.cache_dir={tmp_path / 'cache'}",
+            f"paths.root_dir={tmp_path}",
+            f"paths.output_dir={tmp_path / 'run'}",
+            "bench.warmup=1",
+            "bench.steps=2",
+            "bench.data_batches=2",
+            "bench.repeats=3",
+            "bench.predict_batch=4",
+            "bench.video_frames=10",
+        ],
+    )
+    result = bench(cfg)
+    saved = json.loads((tmp_path / "run" / "bench.json").read_text())
+    assert saved["results"] == result["results"]
+    assert {r["section"] for r in saved["results"]} == set(SECTIONS)
+    assert all(r["value"] > 0 for r in saved["results"])
+    assert saved["machine"]["cpu_cores"] >= 1 and saved["machine"]["torch"]
+    train = [r for r in saved["results"] if r["section"] == "train"]
+    assert train[0]["name"] == "CNN 32-true" and "met" in train[0]
+    realtime = next(r for r in saved["results"] if r["section"] == "realtime")
+    assert "10/10 frames with a face" in realtime["name"]
