@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from types import SimpleNamespace
 
+import pytest
 import torch
 from lightning.pytorch.plugins.precision import Precision
 
@@ -40,3 +42,31 @@ def test_recalibration_zero_batches_leaves_statistics_alone() -> None:
     trainer = SimpleNamespace(precision_plugin=Precision(), train_dataloader=[], world_size=1)
     recalibrate_batchnorm(model, trainer, batches=0)
     assert torch.all(bn.running_mean == 7.0)
+
+
+@pytest.mark.parametrize("arch", ["seed_cnn", "resnet18", "efficientnet_b0"])
+@pytest.mark.parametrize("size", [128, 256])
+def test_each_architecture_builds_and_runs_at_128_and_256(arch: str, size: int) -> None:
+    model = CNNClassifier(arch=arch, image_size=size).eval()
+    with torch.no_grad():
+        logits = model(torch.rand(2, 3, size, size))
+    assert logits.shape == (2, 2) and torch.isfinite(logits).all()
+
+
+def test_unknown_architecture_names_the_setting() -> None:
+    with pytest.raises(ValueError, match=r"unknown model.arch='resnet9000'.*resnet18"):
+        CNNClassifier(arch="resnet9000")
+
+
+def test_export_round_trip_carries_architecture_and_image_size(tmp_path: Path) -> None:
+    from fakeface.export import export_classifier
+    from fakeface.modelfile import classify, load_classifier
+
+    model = CNNClassifier(arch="resnet18", image_size=256).eval()
+    path = export_classifier(model, tmp_path / "detector.ts", source="test")
+    loaded, info = load_classifier(path)
+    assert (info.arch, info.image_size) == ("resnet18", 256)
+    x = torch.rand(3, 3, 256, 256)
+    with torch.no_grad():
+        expected = model(x).softmax(1)
+    torch.testing.assert_close(classify(loaded, x), expected, rtol=1e-4, atol=1e-5)
