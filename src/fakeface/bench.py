@@ -35,6 +35,7 @@ from fakeface.precision import bf16_supported, resolve_precision
 
 log = logging.getLogger(__name__)
 SECTIONS = ("data", "train", "export", "dcgan", "realtime")
+CONF = Path(__file__).parent / "conf"
 
 # The original Keras pipeline on the 2-core reference machine (same model, 128x128, batch 32),
 # and the targets of this project relative to it.
@@ -131,20 +132,17 @@ def fit_rate(
 
 def loader_rate(loader: Any, batches: int, warmup: int) -> float:
     """Images/s delivered by a data loader (workers' start-up paid in the warm-up)."""
-    durations, count = [], 0
-    iterator = iter(loader)
+
+    def endless() -> Any:
+        while True:
+            yield from loader
+
+    stream = endless()
     for _ in range(warmup):
-        next(iterator)
+        next(stream)
     start = time.perf_counter()
-    for _ in range(batches):
-        try:
-            x = next(iterator)[0]
-        except StopIteration:
-            iterator = iter(loader)
-            continue
-        count += len(x)
-    durations.append(time.perf_counter() - start)
-    return count / durations[0]
+    count = sum(len(next(stream)[0]) for _ in range(batches))
+    return count / (time.perf_counter() - start)
 
 
 def datamodule(cfg: DictConfig, **overrides: Any) -> L.LightningDataModule:
@@ -181,28 +179,28 @@ def classifier(cfg: DictConfig) -> L.LightningModule:
 
 
 def bench_train(cfg: DictConfig, precisions: list[str], rows: list[dict]) -> None:
-    loader = resident(cfg)
+    dm = resident(cfg)
     for precision in precisions:
         model = classifier(cfg)
-        rate = fit_rate(model, loader, precision, cfg.bench, Path(cfg.paths.output_dir))
+        rate = fit_rate(model, dm, precision, cfg.bench, Path(cfg.paths.output_dir))
         rows.append(row("train", f"CNN {precision}", rate, "img/s", target="train"))
     if cfg.bench.compile:
         model = classifier(cfg)
         model.net = torch.compile(model.net)
-        rate = fit_rate(model, loader, precisions[-1], cfg.bench, Path(cfg.paths.output_dir))
+        rate = fit_rate(model, dm, precisions[-1], cfg.bench, Path(cfg.paths.output_dir))
         rows.append(
             row("train", f"CNN {precisions[-1]} + torch.compile", rate, "img/s", target="train")
         )
 
 
 def bench_dcgan(cfg: DictConfig, precisions: list[str], rows: list[dict]) -> None:
-    loader = resident(cfg)  # both classes: the same work per image as the real-faces-only run
+    dm = resident(cfg)  # both classes: the same work per image as the real-faces-only run
     for precision in precisions:
         gan = instantiate(
             OmegaConf.load(CONF / "model" / "dcgan.yaml"), image_size=cfg.data.image_size
         )
         gan.on_train_epoch_end = lambda: None  # no sample PNGs: only the training steps are timed
-        rate = fit_rate(gan, loader, precision, cfg.bench, Path(cfg.paths.output_dir))
+        rate = fit_rate(gan, dm, precision, cfg.bench, Path(cfg.paths.output_dir))
         rows.append(row("dcgan", f"DCGAN {precision} (D and G step)", rate, "img/s"))
 
 
@@ -364,9 +362,6 @@ def print_table(rows: list[dict], facts: dict[str, Any]) -> None:
             r.get("target", "") + met,
         )
     Console(width=max(Console().width, 110)).print(table)
-
-
-CONF = Path(__file__).parent / "conf"
 
 
 def bench(cfg: DictConfig) -> dict[str, Any]:
