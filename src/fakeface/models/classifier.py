@@ -71,7 +71,7 @@ def recalibrate_batchnorm(module: L.LightningModule, trainer: L.Trainer, batches
     Why: the original CNN puts ReLU before BatchNorm, and its running averages trail the weights
     by a few dozen steps; the model then separates classes only within a batch, and its eval-mode
     accuracy dropped to 50% at random epochs. Statistics taken at the final weights, with dropout
-    off as at inference, fix that for ~2% of an epoch's compute on 100k images.
+    off as at inference, fix that for under 1% of an epoch's compute on 100k images.
     """
     norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     if batches <= 0 or not norms:
