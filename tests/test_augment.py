@@ -158,3 +158,27 @@ def test_folder_without_root_cli_prints_one_line(tmp_path: Path) -> None:
     errors = [line for line in run.stderr.splitlines() if line.startswith("fakeface: error:")]
     assert len(errors) == 1 and errors[0].startswith("fakeface: error: data.root is not set")
     assert "data.root=/path/to/folder" in errors[0]
+
+
+def test_train_crop_cuts_patches_without_resizing(photo_frame: pd.DataFrame) -> None:
+    plain = preprocess_file(photo_frame["image_path"][0], SIZE)
+    draws = _draws(FaceDataset(photo_frame, SIZE, "none", crop=20), seed=0)
+    windows = {
+        (top, left): plain[:, top : top + 20, left : left + 20]
+        for top in range(SIZE - 20 + 1)
+        for left in range(SIZE - 20 + 1)
+    }
+    # every patch is a window of the plain tensor (same pixel scale), at varying places
+    where = [next(k for k, w in windows.items() if torch.equal(x, w)) for x in draws]
+    assert len(set(where)) > 1
+
+
+def test_train_crop_applies_to_training_only_and_checks_its_size(face_folder: Path) -> None:
+    dm = FaceDataModule(root=str(face_folder), image_size=SIZE, num_workers=0, train_crop=24)
+    dm.setup("fit")
+    assert next(iter(dm.train_dataloader()))[0].shape[-2:] == (24, 24)
+    assert next(iter(dm.val_dataloader()))[0].shape[-2:] == (SIZE, SIZE)
+    with pytest.raises(ConfigError, match=r"data.train_crop=32: use a patch side between 1 and"):
+        FaceDataModule(root=str(face_folder), image_size=SIZE, train_crop=SIZE)
+    with pytest.raises(ConfigError, match="data.train_crop cannot run with data.cache=true"):
+        FaceDataModule(root=str(face_folder), image_size=SIZE, train_crop=24, cache=True)

@@ -466,6 +466,7 @@ def test_config_and_data_errors_print_one_line_without_a_traceback(tmp_path: Pat
         ([f"data.root={faces}", "trainer.max_epochs=-1"], {}, "trainer.max_epochs=-1: must be"),
         ([f"data.root={tmp_path}/nowhere"], {}, f"data root {tmp_path}/nowhere does not exist"),
         ([f"data.root={faces}", "model.arch=resnet9000"], {}, "unknown model.arch='resnet9000'"),
+        ([f"data.root={faces}", "data.train_crop=32"], {}, "data.train_crop needs a model that"),
         (
             [f"data.root={one_bad}", "trainer.limit_train_batches=1.0"],
             {},

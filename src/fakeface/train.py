@@ -131,6 +131,14 @@ def check_config(cfg: DictConfig) -> None:
     lr = OmegaConf.select(cfg, "model.lr")
     if lr is not None and (isinstance(lr, bool) or not isinstance(lr, int | float) or lr <= 0):
         raise ConfigError(f"model.lr={lr!r}: must be a positive number, e.g. model.lr=0.01")
+    if (
+        OmegaConf.select(cfg, "data.train_crop")
+        and OmegaConf.select(cfg, "model.arch") == "seed_cnn"
+    ):
+        raise ConfigError(
+            "data.train_crop needs a model that reads any image size; the seed_cnn's dense layer "
+            "fixes its input at data.image_size: use e.g. model.arch=resnet18, or data.train_crop=null"
+        )
 
 
 def check_ddp_sweep(trainer: L.Trainer) -> None:

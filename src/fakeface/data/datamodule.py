@@ -117,6 +117,9 @@ class FaceDataset(Dataset):
         on_bad_image: `skip` stands the next readable image in for an unreadable one and names
             the file in the item's `.skipped` (the DataModule logs and counts it); `error` raises
             BadImageError.
+        crop: if set, a random crop x crop patch of the image_size image (no resize: the pixels
+            keep their scale, so a fully convolutional net trained on patches sees the same
+            textures when it reads the whole image at test time).
     """
 
     def __init__(
@@ -125,6 +128,7 @@ class FaceDataset(Dataset):
         image_size: int = IMAGE_SIZE,
         augment: str = "none",
         on_bad_image: str = "skip",
+        crop: int | None = None,
     ) -> None:
         if on_bad_image not in ("skip", "error"):
             raise ValueError(f"data.on_bad_image={on_bad_image!r}: use 'skip' or 'error'")
@@ -135,6 +139,7 @@ class FaceDataset(Dataset):
         self.flip = augment != "none"
         self.image_augment = ImageAugment(augment) if augment in ("robust", "strong") else None
         self.on_bad_image = on_bad_image
+        self.crop = crop
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -157,6 +162,9 @@ class FaceDataset(Dataset):
             x = preprocess(image, self.image_size)
             if self.flip and torch.rand(()) < 0.5:
                 x = x.flip(-1)
+            if self.crop is not None:
+                top, left = (int(v) for v in torch.randint(self.image_size - self.crop + 1, (2,)))
+                x = x[:, top : top + self.crop, left : left + self.crop]
             return Tracked((x, self.labels[i]), skipped)
         raise DatasetError(f"none of the {len(self.paths)} images is readable ({skipped[0]})")
 
@@ -172,6 +180,8 @@ class FaceDataModule(L.LightningDataModule):
         synthetic: if given, generate the synthetic dataset into `root` first (kwargs of
             `fakeface.data.synthetic.generate_synthetic`: n_train, n_valid, n_test, seed).
         augment: training-split augmentation: `none`, `flip`, `robust` or `strong` (AUGMENTS).
+        train_crop: train on random train_crop x train_crop patches of the image_size images
+            (validation and test read whole images); needs a fully convolutional model.arch.
         cache: decode each split once into a memory-mapped uint8 array under `cache_dir`.
         device_resident: keep each split's uint8 pixels on the training device and batch there
             (implies cache); no worker processes, no JPEG decoding during the epoch.
@@ -189,6 +199,7 @@ class FaceDataModule(L.LightningDataModule):
         pin_memory: bool = False,
         persistent_workers: bool = True,
         augment: str = "none",
+        train_crop: int | None = None,
         classes: list[str] | None = None,
         train_split: str = "train",
         val_split: str = "valid",
@@ -214,6 +225,17 @@ class FaceDataModule(L.LightningDataModule):
                 f"pixels and {augment} needs the full-resolution image; use data.augment=flip "
                 f"(or none) with the cache, or {setting[:-4]}false with data.augment={augment}"
             )
+        if train_crop is not None:
+            if not 0 < train_crop < image_size:
+                raise ConfigError(
+                    f"data.train_crop={train_crop}: use a patch side between 1 and "
+                    f"data.image_size-1={image_size - 1}, or null for whole images"
+                )
+            if cache or device_resident:
+                raise ConfigError(
+                    "data.train_crop cannot run with data.cache=true or data.device_resident=true"
+                    "; set those to false (the patches are cut from decoded images per item)"
+                )
         if root is None and not (layout == "folder" and split_file):
             where = "a folder holding real/ and fake/" if layout == "folder" else "the data"
             raise ConfigError(
@@ -282,7 +304,7 @@ class FaceDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         hp = self.hparams
         if stage in ("fit", None):
-            self.train_set = self._dataset(hp.train_split, hp.augment)
+            self.train_set = self._dataset(hp.train_split, hp.augment, hp.train_crop)
             self.val_set = self._dataset(hp.val_split, "none")
         if stage in ("validate",):
             self.val_set = self._dataset(hp.val_split, "none")
@@ -294,13 +316,13 @@ class FaceDataModule(L.LightningDataModule):
         hp = self.hparams
         return load_or_build(self.index(split), hp.cache_dir, hp.image_size, hp.num_workers)
 
-    def _dataset(self, split: str, augment: str) -> Dataset:
+    def _dataset(self, split: str, augment: str, crop: int | None = None) -> Dataset:
         hp = self.hparams
         if hp.device_resident:
             return self.decoded(split)  # batched on the device by _loader
         if hp.cache:
             return CachedDataset(self.decoded(split), augment)
-        return FaceDataset(self.index(split), hp.image_size, augment, hp.on_bad_image)
+        return FaceDataset(self.index(split), hp.image_size, augment, hp.on_bad_image, crop)
 
     def _loader(self, dataset: Dataset | DecodedSplit, shuffle: bool) -> DataLoader | DeviceBatches:
         hp = self.hparams

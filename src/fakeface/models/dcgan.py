@@ -137,17 +137,14 @@ class DCGAN(L.LightningModule):
             opt_d.step()
 
         # 2) Generator on fresh noise, towards D saying "real" (no label noise, as the original).
-        # D runs in eval mode here: in train mode its BatchNorms would normalise an all-fake batch
-        # by its own statistics, which hides exactly how the fakes differ from real faces (the
-        # G loss then sits at log 2 and G learns nothing) and would also pull D's running
-        # statistics towards fakes. In eval mode they use the running statistics of the mixed
-        # real + fake batches D was trained on, so G is judged by the D that the D step trained.
+        # D judges the fakes inside the same kind of batch it was trained on (N real + N fake, BN in
+        # train mode), so G is scored by exactly the function the D step shaped. An all-fake batch
+        # would be normalised by its own statistics, which hides how fakes differ from real faces;
+        # eval-mode BN (running statistics) is a different function again, one that G learned to
+        # fool while the trained D still rejected its images (d_fake 0.03 at g_loss log 2).
         with self.toggled_optimizer(opt_g):
-            self.discriminator.eval()
-            try:
-                g_logits = self._judge(self.generator(self._noise(n)))
-            finally:
-                self.discriminator.train()
+            fake = self.generator(self._noise(n))
+            g_logits = self._judge(torch.cat([real, fake.to(real.dtype)]))[n:]
             g_loss = F.binary_cross_entropy_with_logits(g_logits, ones)
             self._check_finite("generator", g_loss, batch_idx)
             opt_g.zero_grad()

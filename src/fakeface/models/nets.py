@@ -80,6 +80,33 @@ class Generator(nn.Module):
             channels = out
         layers += [nn.Conv2d(channels, 3, 5, padding=2), nn.Sigmoid()]
         self.upsample = nn.Sequential(*layers)
+        self._init_weights()
+
+    @torch.no_grad()
+    def _init_weights(self) -> None:
+        """Variance-preserving (He) initialisation, counting the taps each output really sums.
+
+        Neither PyTorch's nor Keras' default initialisation keeps the signal alive through this
+        normalisation-free stack: each stride-2 transposed conv sums only (4/2)^2 = 4 kernel taps
+        per input channel, not 16, so the variance shrinks ~6x per layer and the untrained
+        generator draws the same flat grey for every z (pixel std 1e-4). GAN training then spends
+        thousands of steps just rebuilding the dependence on z.
+        """
+        gain = nn.init.calculate_gain("leaky_relu", 0.2)
+        for module in self.modules():
+            if isinstance(module, nn.Linear):  # no activation after it: unit variance out
+                fan_in = module.in_features
+                g = 1.0
+            elif isinstance(module, nn.ConvTranspose2d):
+                fan_in = module.in_channels * (module.kernel_size[0] // module.stride[0]) ** 2
+                g = gain
+            elif isinstance(module, nn.Conv2d):  # the last conv, into the sigmoid
+                fan_in = module.in_channels * module.kernel_size[0] * module.kernel_size[1]
+                g = gain
+            else:
+                continue
+            module.weight.normal_(0.0, g / fan_in**0.5)
+            module.bias.zero_()
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         # z: N x latent_dim -> N x 3 x 128 x 128 in [0, 1], like the training images
