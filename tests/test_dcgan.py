@@ -78,11 +78,12 @@ def test_generator_makes_128px_images_in_unit_range() -> None:
 
 def test_untrained_generator_draws_a_different_image_for_each_z() -> None:
     # With PyTorch's (or Keras') default initialisation every z gave the same grey (pixel std
-    # across z about 1e-4); the He initialisation keeps the signal through the stack.
+    # across z about 1.5e-4); the He initialisation keeps the signal through the stack, and the
+    # deliberately small last layer turns it into faint (~0.015) but z-dependent images.
     torch.manual_seed(0)
     with torch.no_grad():
         images = Generator()(torch.randn(16, 128))
-    assert images.std(dim=0).mean() > 0.05  # per-pixel spread across the 16 noise vectors
+    assert images.std(dim=0).mean() > 0.005  # per-pixel spread across the 16 noise vectors
     assert 0.4 < images.mean() < 0.6  # centred in the sigmoid, not saturated
 
 
@@ -197,9 +198,7 @@ def test_experiment_dcgan_defaults_are_the_originals(tmp_path: Path) -> None:
     assert cfg.model.lr == 1e-4 and list(cfg.model.betas) == [0.9, 0.999]
     assert cfg.model.n_samples == 10 and cfg.model.label_noise == 0.05
     assert not cfg.test and not cfg.export
-    assert (
-        cfg.callbacks.model_checkpoint.monitor is None and cfg.callbacks.model_checkpoint.save_last
-    )
+    assert cfg.callbacks.model_checkpoint is None and cfg.callbacks.last_checkpoint.save_top_k
 
 
 def test_divergence_stops_training_and_keeps_the_last_good_checkpoint(

@@ -377,17 +377,29 @@ def test_sigkill_mid_run_then_ckpt_path_last_finishes_the_epochs(tmp_path: Path)
     assert model.eval()(torch.rand(1, 3, 64, 64)).shape == (1, 2)
 
 
+def test_last_ckpt_is_the_newest_epoch_even_when_the_best_is_older(tmp_path: Path) -> None:
+    faces = make_face_folder(tmp_path / "faces")
+    out = tmp_path / "run"
+    # monitor=step, mode=min: epoch 0 stays the best forever (Lightning 2.6's own save_last would
+    # then leave last.ckpt at epoch 0, and a resume would redo every later epoch).
+    overrides = ["trainer.max_epochs=3", "callbacks.model_checkpoint.monitor=step"]
+    metrics = train(run_cfg(faces, out, *overrides))
+    assert Path(metrics["best_checkpoint"]).name == "epoch_000.ckpt"
+    last = torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)
+    assert last["epoch"] == 2 and last["global_step"] == 6  # 3 epochs x 2 batches
+
+
 def test_sigterm_and_ctrl_c_stop_after_saving_last_ckpt(tmp_path: Path) -> None:
     faces = make_face_folder(tmp_path / "faces")
     runs = tmp_path / "outputs" / "cnn" / "runs"
-    # No ModelCheckpoint last.ckpt: any last.ckpt is the interrupt handler's.
+    # No per-epoch last.ckpt: any last.ckpt is the interrupt handler's.
     procs = {
         sig: launch(
             tmp_path,
             faces,
             sig.name,
             "trainer.max_epochs=100",
-            "callbacks.model_checkpoint.save_last=false",
+            "callbacks.last_checkpoint=null",
         )
         for sig in (signal.SIGTERM, signal.SIGINT)
     }

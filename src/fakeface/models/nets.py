@@ -90,7 +90,8 @@ class Generator(nn.Module):
         normalisation-free stack: each stride-2 transposed conv sums only (4/2)^2 = 4 kernel taps
         per input channel, not 16, so the variance shrinks ~6x per layer and the untrained
         generator draws the same flat grey for every z (pixel std 1e-4). GAN training then spends
-        thousands of steps just rebuilding the dependence on z.
+        thousands of steps just rebuilding the dependence on z. Here every hidden layer keeps unit
+        scale and only the last conv starts small.
         """
         gain = nn.init.calculate_gain("leaky_relu", 0.2)
         for module in self.modules():
@@ -102,7 +103,10 @@ class Generator(nn.Module):
                 g = gain
             elif isinstance(module, nn.Conv2d):  # the last conv, into the sigmoid
                 fan_in = module.in_channels * module.kernel_size[0] * module.kernel_size[1]
-                g = gain
+                # About a fourteenth of the He scale: the first images are grey with faint z-dependent
+                # structure, not full-strength pixel noise that D rejects at once (and that G
+                # then spends its first hundreds of steps smoothing away).
+                g = 0.1
             else:
                 continue
             module.weight.normal_(0.0, g / fan_in**0.5)
