@@ -70,3 +70,30 @@ def test_export_round_trip_carries_architecture_and_image_size(tmp_path: Path) -
     with torch.no_grad():
         expected = model(x).softmax(1)
     torch.testing.assert_close(classify(loaded, x), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_experiment_detector_trains_and_exports_its_final_weights(tmp_path: Path) -> None:
+    from conftest import compose, make_face_folder
+    from fakeface.train import train
+
+    faces = make_face_folder(tmp_path / "faces")
+    out = tmp_path / "run"
+    cfg = compose(
+        "train",
+        [
+            "experiment=detector",
+            "debug=tiny",
+            "trainer.max_epochs=2",
+            "data.image_size=64",
+            f"data.root={faces}",
+            f"paths.root_dir={tmp_path}",
+            f"paths.output_dir={out}",
+            "callbacks.progress_bar=null",
+        ],
+    )
+    assert cfg.model.scheduler == "onecycle" and cfg.data.augment == "flip"
+    metrics = train(cfg)
+    # one-cycle ends at lr ~0: the final epoch (last.ckpt) is tested and exported, not the best
+    assert Path(metrics["best_checkpoint"]).name == "last.ckpt"
+    assert torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 1
+    assert (out / "classifier.ts").is_file() and "test" in metrics
