@@ -43,5 +43,9 @@ def test_bench_measures_every_section_and_writes_bench_json(tmp_path: Path) -> N
     assert saved["machine"]["cpu_cores"] >= 1 and saved["machine"]["torch"]
     train = [r for r in saved["results"] if r["section"] == "train"]
     assert train[0]["name"] == "CNN 32-true" and "met" in train[0]
+    export = {
+        r["name"].split(" (")[0]: r["value"] for r in saved["results"] if r["section"] == "export"
+    }
+    assert export["one image + mirror, tta=true"] > 0 and "one image, tensor in" in export
     realtime = next(r for r in saved["results"] if r["section"] == "realtime")
     assert "10/10 frames with a face" in realtime["name"]
