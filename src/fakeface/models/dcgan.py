@@ -43,8 +43,6 @@ class DCGAN(L.LightningModule):
         lr: Adam learning rate of both networks.
         betas: Adam betas; Keras' defaults (0.9, 0.999) as the original, (0.5, 0.999) in the paper.
         label_noise: the discriminator's targets move by label_noise * U(0, 1) towards 0.5.
-        d_blur: sigma (pixels) of a Gaussian blur on every image D sees (real and generated,
-            both steps), annealed linearly to 0 over trainer.max_epochs; 0 = off (the original).
         n_samples: images drawn from the fixed noise after every epoch (10 in the original).
         sample_seed: seed of that fixed noise; the noise itself is stored in the checkpoint.
         channels_last: run both convnets in NHWC (about 2x faster on CPU, fp32 and bf16 alike).
@@ -57,7 +55,6 @@ class DCGAN(L.LightningModule):
         lr: float = 1e-4,
         betas: tuple[float, float] = (0.9, 0.999),
         label_noise: float = 0.05,
-        d_blur: float = 0.0,
         n_samples: int = 10,
         sample_seed: int = 0,
         channels_last: bool = True,
@@ -89,17 +86,7 @@ class DCGAN(L.LightningModule):
         return self.generator(z)
 
     def _judge(self, images: torch.Tensor) -> torch.Tensor:
-        """Discriminator logits (N, float32) for N x 3 x 128 x 128 images (blurred if d_blur)."""
-        progress = self.current_epoch / self.trainer.max_epochs if self.hparams.d_blur else 1.0
-        sigma = self.hparams.d_blur * (1.0 - progress)
-        if sigma > 0.1:
-            # Unblurred, D tells fakes by the transposed convs' 2-pixel checkerboard, and its
-            # gradient on a fake is pixel noise (cosine ~0 with real minus fake): G gets no
-            # direction towards faces. A blur removes that shortcut and smooths the gradient
-            # (the blur is its own adjoint), so G is judged, and steered, by layout and colour
-            # first; the annealing hands the fine detail back to D later.
-            size = 2 * math.ceil(3 * sigma) + 1
-            images = torchvision.transforms.functional.gaussian_blur(images, [size, size], sigma)
+        """Discriminator logits (N, float32) for N x 3 x 128 x 128 images."""
         if self.hparams.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         return self.discriminator(images).float()
