@@ -233,9 +233,7 @@ def score_images(
                 stacked = np.stack([pixels for _, pixels in good])  # B x V x S x S x 3
                 for v, name in enumerate(variants):
                     batch = to_tensor(stacked[:, v])
-                    p = classify(model, batch, dtype)
-                    if tta:
-                        p = (p + classify(model, batch.flip(-1), dtype)) / 2  # mirror image
+                    p = classify(model, batch, dtype, tta)
                     scores[name][rows] = p[:, column].numpy()
             bar.advance(task, len(items))
     return scores, errors

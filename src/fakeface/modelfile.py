@@ -134,7 +134,10 @@ def fast_dtype(device: str | torch.device = "cpu") -> torch.dtype | None:
 
 
 def classify(
-    model: torch.nn.Module, batch: torch.Tensor, dtype: torch.dtype | None = None
+    model: torch.nn.Module,
+    batch: torch.Tensor,
+    dtype: torch.dtype | None = None,
+    tta: bool = False,
 ) -> torch.Tensor:
     """Probabilities (N x classes, fp32, CPU) for a float NCHW batch in [0, 1].
 
@@ -142,13 +145,17 @@ def classify(
         model: a loaded classifier (any module with that contract).
         batch: N x 3 x S x S float32 in [0, 1]; moved to the model's device.
         dtype: autocast dtype (from `fast_dtype`), or None for plain fp32.
+        tta: average with the horizontally mirrored batch (two passes).
     """
     device = next(iter(model.parameters())).device
     # NHWC is the fast layout for oneDNN/cuDNN convolutions (2x on CPU, fp32 and bf16 alike).
     x = batch.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
     precision = torch.autocast(device.type, dtype) if dtype is not None else nullcontext()
     with torch.inference_mode(), precision:
-        return model(x).float().cpu()
+        p = model(x).float()
+        if tta:
+            p = (p + model(x.flip(-1)).float()) / 2
+        return p.cpu()
 
 
 def precision_dtype(precision: str, device: str | torch.device = "cpu") -> torch.dtype | None:

@@ -168,9 +168,7 @@ def predict_paths(
                 errors[item["index"]] = item["error"]
             if good:
                 batch = to_tensor(np.stack([item["pixels"] for item in good]))
-                p = classify(model, batch, dtype)
-                if tta:
-                    p = (p + classify(model, batch.flip(-1), dtype)) / 2  # mirror image
+                p = classify(model, batch, dtype, tta)
                 probs[[item["index"] for item in good]] = p.numpy()
             advance(len(items))
 
