@@ -98,9 +98,9 @@ class DCGAN(L.LightningModule):
         """Raise DivergenceError (before backward/step) if `loss` is NaN or infinite."""
         if torch.isfinite(loss).item():  # one host sync per step: cheap next to the two convnets
             return
-        # Every checkpoint callback writes only after a finished epoch: any saved file is good.
-        saved = [c.best_model_path for c in self.trainer.checkpoint_callbacks if c.best_model_path]
-        last = max(saved, key=lambda path: path.endswith("last.ckpt"), default="")
+        # Checkpoints are written only after a finished epoch: the newest one is good.
+        callback = self.trainer.checkpoint_callback
+        last = callback.best_model_path if callback else ""
         keep = (
             f"the last good checkpoint is {last}"
             if last
