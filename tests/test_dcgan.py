@@ -137,6 +137,22 @@ def test_training_steps_update_both_networks(precision: str, tmp_path: Path) -> 
     assert isinstance(bn, torch.nn.BatchNorm2d) and int(bn.num_batches_tracked) == 4
 
 
+def test_feature_matching_generator_step_trains_the_generator(tmp_path: Path) -> None:
+    L.seed_everything(0)
+    model = DCGAN(g_loss="feature_matching")
+    before = {k: v.detach().clone() for k, v in model.generator.named_parameters()}
+    trainer = tiny_trainer(tmp_path, "bf16-mixed", batches=2)
+    trainer.fit(model, random_faces())
+    assert all(not torch.equal(v, before[k]) for k, v in model.generator.named_parameters())
+    g_loss = trainer.callback_metrics["train/g_loss_epoch"]
+    assert torch.isfinite(g_loss) and g_loss > 0  # an MSE between feature means, not BCE
+
+
+def test_dcgan_rejects_an_unknown_generator_loss() -> None:
+    with pytest.raises(ValueError, match="g_loss='wgan'.*feature_matching"):
+        DCGAN(g_loss="wgan")
+
+
 def test_experiment_dcgan_writes_samples_events_and_last_ckpt(run_dir: Path) -> None:
     samples = run_dir / "samples"
     grid = Image.open(samples / "epoch_000.png")
@@ -183,9 +199,11 @@ def test_experiment_dcgan_runs_on_synthetic_data(tmp_path: Path) -> None:
         "trainer.limit_train_batches=1",
         "trainer.precision=32-true",
     )
-    # experiment_data/dcgan_synthetic.yaml: the synthetic valid split is too small for a GAN
+    # experiment_data/dcgan_synthetic.yaml: the synthetic valid split is too small for a GAN, and
+    # the original's BCE generator loss collapses on it (README)
     assert cfg.data.classes == ["real"] and cfg.data.train_split == "train"
-    assert cfg.model.lr == 1e-4 and list(cfg.model.betas) == [0.9, 0.999]  # the original's
+    assert cfg.model.g_loss == "feature_matching" and cfg.model.lr == 2e-4
+    assert list(cfg.model.betas) == [0.5, 0.999]
     metrics = train(cfg)
     assert metrics["precision"] == "32-true" and metrics["epochs"] == 1
     assert (out / "samples" / "epoch_000.png").is_file()
@@ -198,6 +216,7 @@ def test_experiment_dcgan_defaults_are_the_originals(tmp_path: Path) -> None:
     assert cfg.data.classes == ["real"] and cfg.data.train_split == "valid"
     assert cfg.model.lr == 1e-4 and list(cfg.model.betas) == [0.9, 0.999]
     assert cfg.model.n_samples == 10 and cfg.model.label_noise == 0.05
+    assert cfg.model.g_loss == "bce"
     assert not cfg.test and not cfg.export
     assert cfg.callbacks.model_checkpoint is None and cfg.callbacks.last_checkpoint.save_top_k
 
