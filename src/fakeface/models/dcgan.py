@@ -92,17 +92,19 @@ class DCGAN(L.LightningModule):
         # z: N x latent_dim -> N x 3 x 128 x 128 images in [0, 1]
         return self.generator(z)
 
+    def _layout(self, images: torch.Tensor) -> torch.Tensor:
+        """`images` in the memory format D's weights use (NHWC with channels_last)."""
+        if self.hparams.channels_last:
+            return images.contiguous(memory_format=torch.channels_last)
+        return images
+
     def _judge(self, images: torch.Tensor) -> torch.Tensor:
         """Discriminator logits (N, float32) for N x 3 x 128 x 128 images."""
-        if self.hparams.channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
-        return self.discriminator(images).float()
+        return self.discriminator(self._layout(images)).float()
 
     def _features(self, images: torch.Tensor) -> torch.Tensor:
         """D's last conv block output (N x 64*13*13, float32), before its final dropout."""
-        if self.hparams.channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
-        return self.discriminator.features[:-1](images).float().flatten(1)
+        return self.discriminator.features[:-1](self._layout(images)).float().flatten(1)
 
     def _noise(self, n: int) -> torch.Tensor:
         return torch.randn(n, self.hparams.latent_dim, device=self.device)
