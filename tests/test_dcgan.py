@@ -145,7 +145,12 @@ def test_feature_matching_generator_step_trains_the_generator(tmp_path: Path) ->
     trainer.fit(model, random_faces())
     assert all(not torch.equal(v, before[k]) for k, v in model.generator.named_parameters())
     g_loss = trainer.callback_metrics["train/g_loss_epoch"]
-    assert torch.isfinite(g_loss) and g_loss > 0  # an MSE between feature means, not BCE
+    assert torch.isfinite(g_loss) and g_loss > 0
+    # The G step reads D's conv features and never its head: the conv BatchNorms saw both steps'
+    # batches (2 per training batch), the head's BatchNorm only the D steps' (1 per batch).
+    conv_bn, head_bn = model.discriminator.features[2], model.discriminator.head[3]
+    assert isinstance(head_bn, torch.nn.BatchNorm1d)
+    assert int(conv_bn.num_batches_tracked) == 4 and int(head_bn.num_batches_tracked) == 2
 
 
 def test_dcgan_rejects_an_unknown_generator_loss() -> None:
