@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-CONF_DIR = str(Path(__file__).resolve().parents[1] / "src" / "fakeface" / "conf")
+CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 
 
 def make_face_folder(

@@ -16,9 +16,10 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 from conftest import compose
-from fakeface.cli import ConfigError, one_line
+from fakeface.cli import one_line
 from fakeface.data.cache import CachedDataset, DeviceBatches
 from fakeface.data.datamodule import AUGMENTS, FaceDataModule, FaceDataset
+from fakeface.errors import ConfigError
 from fakeface.preprocess import preprocess_file
 
 SIZE = 32  # the training size in these tests; the source image is larger and not square

@@ -15,8 +15,9 @@ from PIL import Image
 from torch.utils.data import DataLoader, TensorDataset
 
 from conftest import compose, make_face_folder
+from fakeface.errors import ConfigError, DivergenceError, ModelFileError
 from fakeface.generate import generate, load_dcgan
-from fakeface.models.dcgan import DCGAN, DivergenceError
+from fakeface.models.dcgan import DCGAN
 from fakeface.models.nets import Discriminator, Generator
 from fakeface.precision import resolve_precision
 from fakeface.train import train
@@ -24,12 +25,12 @@ from fakeface.train import train
 SCALARS = ("train/d_loss", "train/g_loss", "train/d_real", "train/d_fake")
 
 
-def dcgan_cfg(root: Path, out: Path, *extra: str):
+def dcgan_cfg(root: Path, out: Path, *extra: str, experiment: str = "dcgan"):
     """The real experiment config, shrunk by debug=tiny (2 batches, 1 epoch) and batch 2."""
     return compose(
         "train",
         [
-            "experiment=dcgan",
+            f"experiment={experiment}",
             "debug=tiny",
             f"data.root={root}",
             f"paths.root_dir={out.parent}",
@@ -43,11 +44,14 @@ def dcgan_cfg(root: Path, out: Path, *extra: str):
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One tiny `experiment=dcgan` run (default precision: bf16-mixed here), shared by tests."""
+    """One tiny `experiment=dcgan` run (default precision: bf16-mixed here), shared by tests.
+
+    test=true: a GAN has no test loop, so asking for one must not run (or crash) one.
+    """
     base = tmp_path_factory.mktemp("dcgan")
     faces = make_face_folder(base / "faces", per_class=4, size=128, splits=("valid",))
     out = base / "run"
-    train(dcgan_cfg(faces, out, "trainer.log_every_n_steps=1"))
+    train(dcgan_cfg(faces, out, "trainer.log_every_n_steps=1", "test=true"))
     return out
 
 
@@ -191,21 +195,22 @@ def test_last_ckpt_loads_without_hydra_and_reproduces_the_samples(run_dir: Path)
     assert np.abs(saved.astype(int) - expected.numpy().astype(int)).max() <= 1
 
 
-def test_experiment_dcgan_runs_on_synthetic_data(tmp_path: Path) -> None:
+def test_experiment_dcgan_demo_runs_on_synthetic_data(tmp_path: Path) -> None:
     out = tmp_path / "run"
     cfg = dcgan_cfg(
         tmp_path / "synthetic",
         out,
-        "data=synthetic",
         f"data.root={tmp_path / 'synthetic'}",
         "data.synthetic.n_train=8",
         "data.synthetic.n_valid=2",
         "data.synthetic.n_test=2",
         "trainer.limit_train_batches=1",
         "trainer.precision=32-true",
+        experiment="dcgan_demo",
     )
-    # experiment_data/dcgan_synthetic.yaml: the synthetic valid split is too small for a GAN, and
-    # the original's BCE generator loss collapses on it (README)
+    # experiment/dcgan_demo.yaml: the synthetic valid split is too small for a GAN, and the
+    # original's BCE generator loss collapses on it (docs/dcgan.md)
+    assert cfg.data.synthetic.n_train == 8
     assert cfg.data.classes == ["real"] and cfg.data.train_split == "train"
     assert cfg.model.g_loss == "feature_matching" and cfg.model.lr == 2e-4
     assert list(cfg.model.betas) == [0.5, 0.999]
@@ -224,6 +229,10 @@ def test_experiment_dcgan_defaults_are_the_originals(tmp_path: Path) -> None:
     assert cfg.model.g_loss == "bce"
     assert not cfg.test and not cfg.export
     assert cfg.callbacks.model_checkpoint is None and cfg.callbacks.last_checkpoint.save_top_k
+    # experiment=dcgan data=synthetic means exactly those two files: no hidden per-data recipe
+    mixed = compose("train", ["experiment=dcgan", "data=synthetic", f"paths.root_dir={tmp_path}"])
+    assert mixed.model.g_loss == "bce" and mixed.data.train_split == "valid"
+    assert mixed.data.root == f"{tmp_path}/data/synthetic"
 
 
 def test_divergence_stops_training_and_keeps_the_last_good_checkpoint(
@@ -262,7 +271,7 @@ def test_divergence_stops_training_and_keeps_the_last_good_checkpoint(
 
 
 def _files(folder: Path) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file()}
 
 
 def test_generate_cli_writes_n_images_and_grid_deterministically(
@@ -270,16 +279,16 @@ def test_generate_cli_writes_n_images_and_grid_deterministically(
 ) -> None:
     ckpt = run_dir / "checkpoints" / "last.ckpt"
     command = [
-        sys.executable, "-m", "fakeface.generate", f"ckpt={ckpt}", "n=5", "out=first", "seed=0",
-        f"hydra.run.dir={tmp_path / 'hydra'}",
+        sys.executable, "-m", "fakeface.generate", f"ckpt={ckpt}", "n=5", "seed=0",
     ]  # fmt: skip
     result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
-    first = _files(tmp_path / "first")  # `out` is relative to the current directory
+    (run,) = (tmp_path / "outputs" / "generate" / "runs").iterdir()  # the run directory
+    first = {name: data for name, data in _files(run).items() if name.endswith(".png")}
     assert sorted(first) == ["0000.png", "0001.png", "0002.png", "0003.png", "0004.png", "grid.png"]
-    image = Image.open(tmp_path / "first" / "0003.png")
+    image = Image.open(run / "0003.png")
     assert image.size == (128, 128) and image.mode == "RGB"
-    assert (tmp_path / "hydra" / ".hydra" / "config.yaml").is_file()
+    assert (run / ".hydra" / "config.yaml").is_file()
 
     paths = generate(ckpt, n=5, out=tmp_path / "second", seed=0)  # another process, same seed
     assert len(paths) == 5
@@ -292,7 +301,7 @@ def test_generate_refuses_to_mix_runs_unless_overwrite(run_dir: Path, tmp_path: 
     ckpt = run_dir / "checkpoints" / "last.ckpt"
     out = tmp_path / "out"
     generate(ckpt, n=6, out=out)
-    with pytest.raises(FileExistsError, match="overwrite=true"):
+    with pytest.raises(ConfigError, match="overwrite=true"):
         generate(ckpt, n=3, out=out)
     (out / "notes.txt").write_text("kept")
     generate(ckpt, n=3, out=out, overwrite=True, grid_max=2)
@@ -303,15 +312,22 @@ def test_generate_refuses_to_mix_runs_unless_overwrite(run_dir: Path, tmp_path: 
 
 
 def test_generate_errors_name_the_problem(run_dir: Path, tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match="no such file"):
+    with pytest.raises(ModelFileError, match="no such file"):
         load_dcgan(tmp_path / "missing.ckpt")
     garbage = tmp_path / "garbage.ckpt"
     garbage.write_bytes(b"not a checkpoint")
-    with pytest.raises(ValueError, match="not a Lightning checkpoint"):
+    with pytest.raises(ModelFileError, match="not a Lightning checkpoint"):
         load_dcgan(garbage)
     classifier = tmp_path / "classifier.ckpt"
     torch.save({"state_dict": {"net.head.5.weight": torch.zeros(2, 128)}}, classifier)
-    with pytest.raises(ValueError, match="not a DCGAN checkpoint"):
+    with pytest.raises(ModelFileError, match="not a DCGAN checkpoint"):
         load_dcgan(classifier)
-    with pytest.raises(ValueError, match="at least one image"):
+    with pytest.raises(ConfigError, match="at least one image"):
         generate(run_dir / "checkpoints" / "last.ckpt", n=0, out=tmp_path / "none")
+    command = [sys.executable, "-m", "fakeface.generate", "ckpt=nope.ckpt"]
+    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.strip() == (
+        "fakeface: error: ckpt=nope.ckpt: no such file; give a DCGAN checkpoint, e.g. "
+        "outputs/dcgan/runs/<timestamp>/checkpoints/last.ckpt"
+    )

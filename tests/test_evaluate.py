@@ -17,8 +17,9 @@ from PIL import Image
 from torch import nn
 
 from conftest import compose, make_face_folder
-from fakeface.evaluate import EvalImages, auto_threshold, binary_metrics, score_images
 from fakeface.export import export_classifier
+from fakeface.inference import ImageFiles, score_files
+from fakeface.metrics import auto_threshold, binary_metrics
 from fakeface.modelfile import ModelFileError, classify, load_classifier
 from fakeface.perturb import (
     PERTURBATIONS,
@@ -220,13 +221,13 @@ def faces(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_eval_images_perturb_full_resolution_before_the_resize(faces: Path) -> None:
     path = faces / "test" / "real" / "000.jpg"
-    item = EvalImages([path], 32, [None, PERTURBATIONS["crop0.8"]])[0]
+    item = ImageFiles([path], 32, [None, PERTURBATIONS["crop0.8"]])[0]
     original = load_image(path)
-    assert item[0] == 0 and item[2] == "" and item[1].shape == (2, 32, 32, 3)
-    assert np.array_equal(item[1][0], resize_rgb(original, 32))
-    assert np.array_equal(item[1][1], resize_rgb(centre_crop(original, 0.8), 32))
-    bad = EvalImages([faces / "test" / "fake" / "broken.jpg"], 32, [None])[0]
-    assert bad[1] is None and "broken.jpg" in bad[2]
+    assert item["index"] == 0 and item["error"] == "" and item["pixels"].shape == (2, 32, 32, 3)
+    assert np.array_equal(item["pixels"][0], resize_rgb(original, 32))
+    assert np.array_equal(item["pixels"][1], resize_rgb(centre_crop(original, 0.8), 32))
+    bad = ImageFiles([faces / "test" / "fake" / "broken.jpg"], 32, [None])[0]
+    assert bad["pixels"] is None and "broken.jpg" in bad["error"]
 
 
 def test_score_images_tta_and_unreadable(faces: Path, checker_model: Path) -> None:
@@ -235,26 +236,25 @@ def test_score_images_tta_and_unreadable(faces: Path, checker_model: Path) -> No
         faces / "test" / "fake" / "broken.jpg",
         *sorted((faces / "test" / "real").glob("*.jpg")),
     ]
-    scores, errors = score_images(model, info, paths, batch_size=3, tta=True)
-    assert list(errors) == [0] and np.isnan(scores["clean"][0])
+    scores = score_files(model, info, paths, batch_size=3, tta=True)
+    assert list(scores.errors) == [0] and list(scores.readable()) == [False] + [True] * 4
+    p_fake = scores.probs["clean"][:, 0]
     batch = torch.stack([preprocess(load_image(p), SIZE) for p in paths[1:]])
     # The mirror of a 64-wide 1-pixel checkerboard is its negative: TTA averages the two views.
     expected = (classify(model, batch) + classify(model, batch.flip(-1))) / 2
-    assert np.allclose(scores["clean"][1:], expected[:, 0].numpy(), atol=1e-6)
+    assert np.allclose(p_fake[1:], expected[:, 0].numpy(), atol=1e-6)
 
 
 def _config(model: str | Path, overrides: list[str]):
-    """evaluate's config composed from conf/ as files (the CLI composes the same YAML files)."""
-    cfg = compose("evaluate", overrides)
-    cfg.model = str(model)  # set after composing: `model=` would name conf/'s training model group
-    return cfg
+    """evaluate's config composed from conf/, as the CLI composes it."""
+    return compose("evaluate", [f"classifier={model}", *overrides])
 
 
 def test_cli_writes_every_report_file(faces: Path, checker_model: Path, tmp_path: Path) -> None:
     out = tmp_path / "eval"
     command = [
-        sys.executable, "-m", "fakeface.evaluate", f"model={checker_model}", f"data.root={faces}",
-        "threshold=auto", "robustness=true", f"out={out}", "data.num_workers=2",
+        sys.executable, "-m", "fakeface.evaluate", f"classifier={checker_model}", f"data.root={faces}",
+        "threshold=auto", "robustness=true", f"hydra.run.dir={out}", "data.num_workers=2",
     ]  # fmt: skip
     result = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
@@ -323,10 +323,17 @@ def test_folder_data_reuses_the_training_runs_split(checker_model: Path, tmp_pat
     report = json.loads((tmp_path / "eval2" / "report.json").read_text())
     assert report["data"]["split_file"] == str(run / "split.csv")
     assert report["data"]["root"] == str(folder)
+    # Another folder is scored itself, never replaced by the training run's split of `folder`;
+    # the report names the folder whose images it scored.
+    other = make_face_folder(tmp_path / "other", per_class=10, size=SIZE, splits=("",))
+    scored = held_out_by(run / "classifier.ts", f"data.root={other}")
+    assert scored and all(path.startswith(str(other)) for path in scored)
+    report = json.loads((tmp_path / "eval3" / "report.json").read_text())
+    assert report["data"]["root"] == str(other) and report["data"]["split_file"] is None
 
 
 def test_missing_model_and_bad_settings_fail_with_one_line(faces: Path, tmp_path: Path) -> None:
-    from fakeface.cli import ConfigError
+    from fakeface.errors import ConfigError
     from fakeface.evaluate import evaluate
 
     base = [f"data.root={faces}", f"paths.root_dir={tmp_path}", f"paths.output_dir={tmp_path}"]

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from fakeface.cli import ConfigError
-from fakeface.export import ExportError, export_checkpoint, export_classifier
+from fakeface.errors import ConfigError
+from fakeface.export import export_checkpoint, export_classifier
 from fakeface.modelfile import (
     FORMAT,
     META_FILE,
@@ -122,10 +122,10 @@ def test_export_checkpoint_without_hydra(tmp_path) -> None:
     path = export_checkpoint(ckpt, tmp_path / "classifier.ts")
     _, info = load_classifier(path)
     assert info.source == str(ckpt.resolve()) and info.image_size == SIZE
-    with pytest.raises(ExportError, match="not found"):
+    with pytest.raises(ModelFileError, match="not found"):
         export_checkpoint(tmp_path / "missing.ckpt")
     torch.save({"foo": 1}, tmp_path / "other.ckpt")
-    with pytest.raises(ExportError, match="not a CNNClassifier checkpoint"):
+    with pytest.raises(ModelFileError, match="not a CNNClassifier checkpoint"):
         export_checkpoint(tmp_path / "other.ckpt")
 
 
@@ -193,4 +193,4 @@ def test_cli_errors_without_traceback(tmp_path) -> None:
     )
     assert run.returncode == 1 and run.stderr.startswith("fakeface: error: checkpoint")
     assert "nope.ckpt not found" in run.stderr and "Traceback" not in run.stderr
-    assert list(tmp_path.iterdir()) == []  # no outputs/, .hydra/ or log file left behind
+    assert not list(tmp_path.rglob("*.ts"))  # nothing exported

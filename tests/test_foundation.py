@@ -14,7 +14,8 @@ from PIL import Image
 
 from conftest import CONF_DIR, compose, make_face_folder
 from fakeface.data.datamodule import FaceDataModule
-from fakeface.data.index import DatasetError, build_index
+from fakeface.data.index import build_index
+from fakeface.errors import DatasetError
 from fakeface.models.nets import SeedCNN
 from fakeface.preprocess import preprocess_file
 from fakeface.train import train
@@ -164,16 +165,19 @@ def test_two_job_multirun_makes_two_run_directories(face_folder: Path, tmp_path:
         "experiment=cnn",
         "debug=tiny",
         f"data.root={face_folder}",
-        f"paths.root_dir={tmp_path}",
         "model.lr=0.1,0.01",
         "export=false",
         "test=false",
         "callbacks.progress_bar=null",
+        "logger=null",
     ]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    # As the docs show it: from the project folder, no paths.* overrides (the sweep folder must
+    # resolve before Hydra is set up); logger=null switches TensorBoard off.
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     runs = sorted((tmp_path / "outputs" / "cnn" / "multiruns").glob("*/*/metrics.json"))
     assert len(runs) == 2
+    assert not list(tmp_path.rglob("tensorboard"))
     lrs = sorted(json.loads(p.read_text())["history"][0]["lr"] for p in runs)
     assert lrs == [0.01, 0.1]
 
@@ -197,3 +201,19 @@ def test_folder_layout_split_is_stratified_and_reproducible(tmp_path: Path) -> N
     reused = FaceDataModule(root=str(root), layout="folder", split_file=str(tmp_path / "split.csv"))
     assert reused.index("test")["image_path"].tolist() == dm.index("test")["image_path"].tolist()
     assert set(dm.index("valid")["split"]) == {"valid"}
+
+
+def test_optuna_sweep_runs_two_trials(tmp_path: Path) -> None:
+    """The documented Optuna sweep, shrunk: two trials of a tiny run, from the project folder."""
+    command = [
+        sys.executable, "-m", "fakeface.train", "-m", "experiment=cnn", "data=synthetic",
+        "hparams_search=cnn_optuna", "debug=tiny", "hydra.sweeper.n_trials=2",
+        "data.synthetic.n_train=8", "data.synthetic.n_valid=4", "data.synthetic.n_test=4",
+        "export=false", "logger=null", "callbacks.progress_bar=null",
+    ]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    (sweep,) = (tmp_path / "outputs" / "cnn" / "multiruns").iterdir()
+    assert len(list(sweep.glob("*/metrics.json"))) == 2
+    best = (sweep / "optimization_results.yaml").read_text()
+    assert "best_params:" in best and "model.lr:" in best and "best_value:" in best

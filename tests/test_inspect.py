@@ -70,8 +70,8 @@ def test_inspect_cli_generates_and_reports_the_synthetic_set(tmp_path: Path) -> 
     ]
     result = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
-    runs = list((tmp_path / "outputs" / "inspect").glob("*/index.csv"))
-    assert len(runs) == 1  # outputs/inspect/<timestamp>/
+    runs = list((tmp_path / "outputs" / "inspect").glob("runs/*/index.csv"))
+    assert len(runs) == 1  # outputs/inspect/runs/<timestamp>/, like every command
     assert len(pd.read_csv(runs[0])) == 8
     assert (runs[0].parent / "samples.png").is_file()
     assert "8 images" in result.stdout and "unreadable files" in result.stdout

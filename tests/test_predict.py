@@ -13,11 +13,12 @@ import pytest
 import torch
 from PIL import Image
 
+from fakeface.errors import ConfigError
 from fakeface.export import export_classifier
 from fakeface.modelfile import classify, load_classifier
 from fakeface.models.nets import SeedCNN
-from fakeface.predict import PredictError, find_images, predict_paths
-from fakeface.preprocess import preprocess_file
+from fakeface.predict import predict_table
+from fakeface.preprocess import find_images, preprocess_file
 
 SIZE = 64
 
@@ -60,7 +61,7 @@ def test_folder_with_every_mode_and_a_corrupt_file(model_file: Path, images: Pat
     assert [p.name for p in paths] == [
         "cmyk.jpg", "corrupt.jpg", "gray.png", "deep16.png", "no_face.png", "rgb.jpg", "rgba.png"
     ]  # fmt: skip
-    table = predict_paths(model, info, paths, batch_size=3)
+    table = predict_table(model, info, paths, batch_size=3)
     assert list(table.columns) == ["path", "p_fake", "p_real", "label", "error"]
     bad = table[table["error"] != ""]
     assert (
@@ -81,17 +82,17 @@ def test_folder_with_every_mode_and_a_corrupt_file(model_file: Path, images: Pat
 def test_batch_size_does_not_change_results(model_file: Path, images: Path) -> None:
     model, info = load_classifier(model_file)
     paths = find_images(images)
-    one = predict_paths(model, info, paths, batch_size=1)
-    many = predict_paths(model, info, paths, batch_size=64)
+    one = predict_table(model, info, paths, batch_size=1)
+    many = predict_table(model, info, paths, batch_size=64)
     pd.testing.assert_frame_equal(one, many, atol=1e-6, rtol=0)
 
 
 def test_detect_crops_the_face_or_falls_back(model_file: Path, images: Path) -> None:
     model, info = load_classifier(model_file)
     paths = [images / "rgb.jpg", images / "nested" / "no_face.png", images / "corrupt.jpg"]
-    table = predict_paths(model, info, paths, detect=True, num_workers=1)  # cv2 in a worker
+    table = predict_table(model, info, paths, detector={}, num_workers=1)  # cv2 in a worker
     assert list(table["face"]) == [True, False, None]
-    whole = predict_paths(model, info, paths[:2])
+    whole = predict_table(model, info, paths[:2])
     assert table["p_fake"][0] != pytest.approx(whole["p_fake"][0], abs=1e-7)  # a crop, not all
     assert table["p_fake"][1] == pytest.approx(whole["p_fake"][1], abs=1e-6)  # the whole image
 
@@ -101,7 +102,7 @@ def test_tta_averages_with_the_mirror(model_file: Path, images: Path) -> None:
     path = images / "rgb.jpg"
     x = preprocess_file(path, SIZE)[None]
     expected = (classify(model, x) + classify(model, x.flip(-1))) / 2
-    table = predict_paths(model, info, [path], tta=True)
+    table = predict_table(model, info, [path], tta=True)
     np.testing.assert_allclose(table[["p_fake", "p_real"]].to_numpy()[0], expected[0], atol=1e-6)
 
 
@@ -110,23 +111,24 @@ def test_find_images_glob_and_errors(images: Path, tmp_path: Path) -> None:
         "gray.png", "deep16.png", "no_face.png", "rgba.png"
     ]  # fmt: skip
     assert find_images(images / "rgb.jpg") == [images / "rgb.jpg"]
-    with pytest.raises(PredictError, match="no such file"):
+    with pytest.raises(ConfigError, match="no such file"):
         find_images(tmp_path / "missing")
-    with pytest.raises(PredictError, match="no image files"):
+    with pytest.raises(ConfigError, match="no image files"):
         find_images(tmp_path)
 
 
 def test_cli_writes_csv_and_summary(model_file: Path, images: Path, tmp_path: Path) -> None:
-    out = tmp_path / "preds" / "p.csv"
     run = subprocess.run(
-        [sys.executable, "-m", "fakeface.predict", f"model={model_file}", f"input={images}",
-         f"out={out}", "batch_size=4", "detect=true", "num_workers=0"],
+        [sys.executable, "-m", "fakeface.predict", f"classifier={model_file}", f"input={images}",
+         "batch_size=4", "detect=true", "num_workers=0"],
         capture_output=True, text=True, cwd=tmp_path, env={**os.environ, "COLUMNS": "200"},
     )  # fmt: skip
     assert run.returncode == 0, run.stderr
+    # predictions.csv goes into the run directory, like every command's files
+    (out,) = tmp_path.glob("outputs/predict/runs/*/predictions.csv")
     table = pd.read_csv(out, keep_default_na=False)
     assert list(table.columns) == ["path", "p_fake", "p_real", "label", "face", "error"]
     assert len(table) == 7 and (table["error"] != "").sum() == 1
     assert "unreadable" in run.stdout and "corrupt.jpg" in run.stdout
     assert "no face found in 2 image" in run.stdout  # no_face.png, deep16.png
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["preds"]  # no Hydra run folder
+    assert (out.parent / ".hydra" / "config.yaml").is_file()

@@ -16,25 +16,24 @@ import torch
 from hydra import compose, initialize_config_dir
 from PIL import Image
 
-import fakeface
+from fakeface.errors import ConfigError, SourceError
 from fakeface.export import export_classifier
 from fakeface.modelfile import load_classifier
 from fakeface.models.nets import SeedCNN
 from fakeface.preprocess import preprocess_file
-from fakeface.realtime.__main__ import (
+from fakeface.realtime.detect import FaceDetector, crop_face, face_window
+from fakeface.realtime.draw import COLOURS, draw_face, face_label
+from fakeface.realtime.stream import (
     STAGES,
     FrameSource,
-    RealtimeError,
     check_display,
     face_batch,
     run,
 )
-from fakeface.realtime.detect import FaceDetector, crop_face, face_window
-from fakeface.realtime.draw import COLOURS, draw_face, face_label
 
 SIZE = 64
 ASTRONAUT_FACE = np.array([177, 66, 95, 95])  # x, y, w, h of the face in the 512 px photo
-CONF = Path(fakeface.__file__).parent / "conf" / "deploy"
+CONF = Path(__file__).resolve().parents[1] / "conf"
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -154,7 +153,7 @@ def _detectors() -> dict[str, FaceDetector]:
     presets = {}
     for name in ("default", "original"):
         with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-            cfg = compose("realtime", overrides=[f"detector={name}", "model=x.ts"])
+            cfg = compose("realtime", overrides=[f"detector={name}", "classifier=x.ts"])
         presets[name] = FaceDetector(**cfg.detector)
     return presets
 
@@ -162,7 +161,7 @@ def _detectors() -> dict[str, FaceDetector]:
 def test_original_preset_misses_the_astronaut_defaults_find_it(astronaut: np.ndarray) -> None:
     presets = _detectors()
     default = FaceDetector()
-    assert repr(presets["default"]) == repr(default)  # conf/deploy/detector/default.yaml
+    assert repr(presets["default"]) == repr(default)  # conf/detector/default.yaml
     assert (presets["original"].scale_factor, presets["original"].min_neighbors) == (1.5, 3)
     # A 340 px astronaut (63 px face) falls between the original's 1.5x window sizes.
     for x in (0, 240, 280):
@@ -225,11 +224,9 @@ def test_read_failures_stop_cleanly_after_retries(model_file: Path, clip) -> Non
 
 
 def test_bad_camera_index_and_missing_source() -> None:
-    with pytest.raises(
-        RealtimeError, match=r"cannot open camera 99 \(tried cv2.VideoCapture\(99\)"
-    ):
+    with pytest.raises(SourceError, match=r"cannot open camera 99 \(tried cv2.VideoCapture\(99\)"):
         FrameSource(99)
-    with pytest.raises(RealtimeError, match="no such file or folder"):
+    with pytest.raises(ConfigError, match="source=does/not/exist.mp4: no such file or folder"):
         FrameSource("does/not/exist.mp4")
 
 
@@ -238,7 +235,7 @@ def test_display_needs_a_desktop(monkeypatch: pytest.MonkeyPatch) -> None:
         pytest.skip("the DISPLAY check is Linux-only")
     monkeypatch.delenv("DISPLAY", raising=False)
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
-    with pytest.raises(RealtimeError, match="display=false"):
+    with pytest.raises(SourceError, match="display=false"):
         check_display()
 
 
@@ -253,15 +250,16 @@ def test_overlay_label_and_colour() -> None:
 
 def test_cli_headless_and_errors(model_file: Path, clip, tmp_path: Path) -> None:
     env = {**os.environ, "COLUMNS": "200"}
-    cmd = [sys.executable, "-m", "fakeface.realtime", f"model={model_file}", "display=false"]
+    cmd = [sys.executable, "-m", "fakeface.realtime", f"classifier={model_file}", "display=false"]
     ok = subprocess.run(
-        [*cmd, f"source={clip[0]}", "max_frames=6", "log=log.jsonl"],
+        [*cmd, f"source={clip[0]}", "max_frames=6", "log=log.jsonl", "video=annotated.mp4"],
         capture_output=True, text=True, cwd=tmp_path, env=env,
     )  # fmt: skip
     assert ok.returncode == 0, ok.stderr
     assert "frames 6" in ok.stdout and "FPS" in ok.stdout and "p95" in ok.stdout
-    assert len((tmp_path / "log.jsonl").read_text().splitlines()) == 6
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["log.jsonl"]  # no Hydra folders
+    (run,) = (tmp_path / "outputs" / "realtime" / "runs").iterdir()  # files go to the run dir
+    assert len((run / "log.jsonl").read_text().splitlines()) == 6
+    assert (run / "annotated.mp4").stat().st_size > 0
 
     bad = subprocess.run([*cmd, "source=99"], capture_output=True, text=True, cwd=tmp_path, env=env)
     assert bad.returncode == 1 and "Traceback" not in bad.stderr
@@ -273,7 +271,7 @@ def test_cli_headless_and_errors(model_file: Path, clip, tmp_path: Path) -> None
 
 def test_realtime_never_imports_lightning() -> None:
     code = (
-        "import sys, fakeface.realtime, fakeface.realtime.__main__, fakeface.modelfile;"
+        "import sys, fakeface.realtime.__main__, fakeface.realtime.stream, fakeface.inference;"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in "
         "('lightning', 'pytorch_lightning', 'lightning_fabric', 'torchmetrics')))"
     )

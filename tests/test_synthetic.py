@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from fakeface.data.synthetic import MANIFEST, generate_synthetic, main
+from fakeface.data.synthetic import MANIFEST, generate_synthetic
+from fakeface.errors import ConfigError, DatasetError
 from fakeface.preprocess import load_image, resize_rgb
 
 TINY = {"n_train": 4, "n_valid": 2, "n_test": 3}
@@ -101,7 +104,7 @@ def test_refuses_to_delete_foreign_dataset(tmp_path: Path) -> None:
     photo = tmp_path / "train" / "real" / "photo.jpg"
     photo.parent.mkdir(parents=True)
     photo.write_bytes(b"someone's data")
-    with pytest.raises(FileExistsError, match="did not write"):
+    with pytest.raises(DatasetError, match="did not write"):
         generate_synthetic(tmp_path, **TINY)
     assert photo.read_bytes() == b"someone's data"
 
@@ -119,7 +122,7 @@ def test_refuses_to_delete_foreign_dataset(tmp_path: Path) -> None:
     ],
 )
 def test_bad_arguments(tmp_path: Path, kwargs: dict) -> None:
-    with pytest.raises(ValueError, match=next(iter(kwargs)).replace("_", ".")):
+    with pytest.raises(ConfigError, match=next(iter(kwargs)).replace("_", ".")):
         generate_synthetic(tmp_path / "ds", **{**TINY, **kwargs})
     assert not (tmp_path / "ds").exists()  # checked before anything is written
 
@@ -134,9 +137,18 @@ def test_fake_fingerprint_survives_downscale(tmp_path: Path) -> None:
     assert np.mean(trace["fake"]) > 5 * np.mean(trace["real"])
 
 
-def test_command_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    main(["--root", str(tmp_path), "--n-train", "2", "--n-valid", "2", "--n-test", "2"])
-    assert len(_files(tmp_path)) == 6
-    assert str(tmp_path) in capsys.readouterr().out
-    with pytest.raises(SystemExit):
-        main(["--root", str(tmp_path), "--image-size", "10"])
+def test_command_line(tmp_path: Path) -> None:
+    """A Hydra app like every command: data=synthetic's settings, overridable on the line."""
+    command = [
+        sys.executable, "-m", "fakeface.data.synthetic", "data.synthetic.n_train=2",
+        "data.synthetic.n_valid=2", "data.synthetic.n_test=2",
+    ]  # fmt: skip
+    run = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert len(_files(tmp_path / "data" / "synthetic")) == 6
+    assert "synthetic dataset ready in data/synthetic" in run.stdout
+    bad = subprocess.run(
+        [*command, "+data.synthetic.image_size=10"], capture_output=True, text=True, cwd=tmp_path
+    )
+    assert bad.returncode == 1
+    assert bad.stderr == "fakeface: error: image_size must be an integer >= 64, got 10\n"

@@ -20,7 +20,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import hydra
 import lightning as L
 import numpy as np
 import torch
@@ -30,12 +29,13 @@ from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.table import Table
 
-from fakeface.cli import ConfigError, one_line_errors
+from fakeface.cli import conf_dir, hydra_main
+from fakeface.errors import ConfigError
 from fakeface.precision import bf16_supported, resolve_precision
 
 log = logging.getLogger(__name__)
 SECTIONS = ("data", "train", "export", "dcgan", "realtime")
-CONF = Path(__file__).parent / "conf"
+CONF = conf_dir()
 
 # The original Keras pipeline on the 2-core reference machine (same model, 128x128, batch 32),
 # and the targets of this project relative to it.
@@ -49,7 +49,7 @@ TARGETS = {
 
 
 def machine_facts(device: str) -> dict[str, Any]:
-    """What the numbers were measured on (for bench.json and the README)."""
+    """What the numbers were measured on (for bench.json and docs/performance.md)."""
     cpu = platform.processor() or platform.machine()
     cpuinfo = Path("/proc/cpuinfo")
     if cpuinfo.exists():
@@ -224,6 +224,7 @@ def export_untrained(cfg: DictConfig, folder: Path) -> Path:
 
 
 def bench_export(cfg: DictConfig, device: str, model_file: Path, rows: list[dict]) -> None:
+    from fakeface.inference import score_files
     from fakeface.modelfile import classify, fast_dtype, load_classifier
     from fakeface.preprocess import preprocess_file
 
@@ -257,6 +258,12 @@ def bench_export(cfg: DictConfig, device: str, model_file: Path, rows: list[dict
         durations = timed(lambda d=dtype: classify(model, batch, d), max(3, b.repeats // 10), 2)
         rate = median_rate(durations, len(batch))
         rows.append(row("export", f"batch {len(batch)} ({name})", rate, "img/s"))
+    # What predict and evaluate do: decode JPEG files, resize, batch, classify (score_files).
+    files = sorted(Path(cfg.data.root).rglob("*.jpg"))[: 4 * b.predict_batch]
+    start = time.perf_counter()
+    score_files(model, info, files, batch_size=b.predict_batch, dtype=dtype)
+    rate = len(files) / (time.perf_counter() - start)
+    rows.append(row("export", f"{len(files)} JPEG files, score_files ({name})", rate, "img/s"))
 
 
 def face_video(cfg: DictConfig, path: Path, frames: int) -> Path:
@@ -265,7 +272,7 @@ def face_video(cfg: DictConfig, path: Path, frames: int) -> Path:
 
     from fakeface.realtime.detect import FaceDetector
 
-    detector = FaceDetector(**OmegaConf.load(CONF / "deploy" / "detector" / "default.yaml"))
+    detector = FaceDetector(**OmegaConf.load(CONF / "detector" / "default.yaml"))
     backdrop = np.full((480, 640, 3), 96, np.uint8)
     backdrop[:, :, 0] = np.linspace(60, 160, 640, dtype=np.uint8)  # not a flat frame
     face = None
@@ -296,11 +303,11 @@ def bench_realtime(
     import cv2
 
     from fakeface.modelfile import fast_dtype, load_classifier
-    from fakeface.realtime.__main__ import FrameSource, run
     from fakeface.realtime.detect import FaceDetector
+    from fakeface.realtime.stream import FrameSource, run
 
     b = cfg.bench
-    rt = OmegaConf.load(CONF / "deploy" / "realtime.yaml")
+    rt = OmegaConf.load(CONF / "realtime.yaml")
     video = face_video(cfg, folder / "clip.mp4", b.video_frames)
     threads = torch.get_num_threads()
     if rt.threads:  # the real-time module's default thread setting, as users run it
@@ -312,7 +319,7 @@ def bench_realtime(
             model,
             info,
             FrameSource(str(video)),
-            FaceDetector(**OmegaConf.load(CONF / "deploy" / "detector" / "default.yaml")),
+            FaceDetector(**OmegaConf.load(CONF / "detector" / "default.yaml")),
             faces=rt.faces,
             margin=rt.margin,
             dtype=fast_dtype(device),
@@ -412,10 +419,10 @@ def bench(cfg: DictConfig) -> dict[str, Any]:
     return result
 
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="bench")
+@hydra_main("bench")
 def main(cfg: DictConfig) -> None:
-    with one_line_errors():
-        bench(cfg)
+    """CLI: run the chosen sections, print the table, write bench.json into the run directory."""
+    bench(cfg)
 
 
 if __name__ == "__main__":

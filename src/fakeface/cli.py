@@ -1,19 +1,44 @@
-"""Entry-point error reporting: one `fakeface: error: ...` line for the errors a user can fix.
+"""What every entry point shares: where the configs live, and user errors printed as one line.
 
-Light on purpose (stdlib at import time): any entry point may use it.
+Only entry points (the modules run with `python -m`) import this; library code raises
+`fakeface.errors` classes and never formats them.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from fakeface.errors import FakefaceError
 
 
-class ConfigError(ValueError):
-    """A config value that cannot work; the message names the key and a value that would."""
+def conf_dir() -> Path:
+    """The Hydra config folder: packaged inside fakeface by a wheel, else the checkout's conf/."""
+    packaged = Path(__file__).resolve().parent / "conf"
+    return packaged if packaged.is_dir() else Path(__file__).resolve().parents[2] / "conf"
+
+
+def hydra_main(config_name: str) -> Callable[[Callable[[Any], Any]], Callable[[], Any]]:
+    """`@hydra.main` on conf/<config_name>.yaml, with user errors printed as one line."""
+    import hydra
+
+    def decorate(task: Callable[[Any], Any]) -> Callable[[], Any]:
+        @functools.wraps(task)
+        def guarded(cfg: Any) -> Any:
+            with one_line_errors():
+                return task(cfg)
+
+        return hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name=config_name)(
+            guarded
+        )
+
+    return decorate
 
 
 def _is_user_error(err: BaseException) -> bool:
@@ -22,23 +47,13 @@ def _is_user_error(err: BaseException) -> bool:
     from hydra.errors import InstantiationException
     from lightning.fabric.utilities.exceptions import MisconfigurationException
 
-    from fakeface.data.index import DatasetError
-    from fakeface.modelfile import ModelFileError
-    from fakeface.preprocess import BadImageError
-
     if isinstance(err, InstantiationException):
         # Building an object from the config failed: a wrong value, argument or _target_ is the
         # user's to fix; anything else (AttributeError, ...) is a bug and keeps its traceback.
         mistakes = (ValueError, TypeError, LookupError, ImportError, MisconfigurationException)
         return err.__cause__ is None or isinstance(err.__cause__, mistakes)
-    user_errors = (
-        ConfigError,
-        DatasetError,
-        BadImageError,
-        ModelFileError,
-        MisconfigurationException,
-    )
-    return isinstance(err, (*user_errors, FileNotFoundError, PermissionError))
+    user_errors = (FakefaceError, MisconfigurationException, FileNotFoundError, PermissionError)
+    return isinstance(err, user_errors)
 
 
 def one_line(err: BaseException) -> str:

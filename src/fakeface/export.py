@@ -1,6 +1,6 @@
 """Export a trained classifier to TorchScript with its contract inside.
 
-    python -m fakeface.export ckpt=<cnn.ckpt> [out=classifier.ts]
+    python -m fakeface.export ckpt=<cnn.ckpt>      # -> <run dir>/classifier.ts (or out=<folder>)
 
 The file takes float32 NCHW RGB in [0, 1] at the training image size (any batch size) and returns
 probabilities [p_fake, p_real]; `fakeface.json` inside it says so (see `fakeface.modelfile`).
@@ -12,13 +12,13 @@ import copy
 from collections.abc import Sequence
 from pathlib import Path
 
-import hydra
 import torch
 from omegaconf import DictConfig
 from torch import nn
 
 import fakeface
-from fakeface.cli import ConfigError, one_line_errors
+from fakeface.cli import hydra_main
+from fakeface.errors import ConfigError, ModelFileError
 from fakeface.modelfile import (
     META_FILE,
     ClassifierInfo,
@@ -27,10 +27,6 @@ from fakeface.modelfile import (
 )
 
 DEFAULT_CLASS_NAMES = ("fake", "real")
-
-
-class ExportError(ConfigError):
-    """A checkpoint or module that cannot be exported as a fakeface classifier."""
 
 
 class Probabilities(nn.Module):
@@ -72,7 +68,7 @@ def export_classifier(
     net = getattr(model, "net", model)  # CNNClassifier keeps its network in .net
     image_size = image_size or hparams.get("image_size")
     if not image_size:
-        raise ExportError("image_size is unknown: pass export_classifier(..., image_size=128)")
+        raise ModelFileError("image_size is unknown: pass export_classifier(..., image_size=128)")
     info = ClassifierInfo(
         image_size=int(image_size),
         class_names=tuple(class_names or getattr(model, "class_names", DEFAULT_CLASS_NAMES)),
@@ -100,7 +96,7 @@ def export_classifier(
         expected, got = wrapper(check), loaded(check)
     if got.shape != expected.shape or not torch.allclose(got, expected, atol=1e-5):
         out_path.unlink()
-        raise ExportError(
+        raise ModelFileError(
             f"the traced {info.arch} does not reproduce the eager model (max difference "
             f"{(got - expected).abs().max():.2e}); it may have input-dependent control flow"
         )
@@ -111,30 +107,29 @@ def export_checkpoint(ckpt: str | Path, out_path: str | Path = "classifier.ts") 
     """Load a CNNClassifier checkpoint (no Hydra needed) and export it to `out_path`."""
     ckpt = Path(ckpt)
     if not ckpt.is_file():
-        raise ExportError(f"checkpoint {ckpt} not found (give ckpt=<path to a CNN .ckpt>)")
+        raise ModelFileError(f"checkpoint {ckpt} not found (give ckpt=<path to a CNN .ckpt>)")
     if ckpt.suffix == ".ts":
-        raise ExportError(f"{ckpt} is already an exported model; give the training .ckpt")
+        raise ModelFileError(f"{ckpt} is already an exported model; give the training .ckpt")
     from fakeface.models.classifier import CNNClassifier  # Lightning: only when exporting
 
     try:
         module = CNNClassifier.load_from_checkpoint(ckpt, map_location="cpu")
     except Exception as err:  # any failure here means "not a CNNClassifier checkpoint"
         first = (str(err).strip().splitlines() or [""])[0][:160]
-        raise ExportError(
+        raise ModelFileError(
             f"{ckpt} is not a CNNClassifier checkpoint ({type(err).__name__}: {first}); "
             "export the .ckpt of a `experiment=cnn` run"
         ) from err
     return export_classifier(module, out_path, source=ckpt.resolve())
 
 
-@hydra.main(version_base="1.3", config_path="conf/deploy", config_name="export")
+@hydra_main("export")
 def main(cfg: DictConfig) -> str:
-    """CLI: export `cfg.ckpt` to `cfg.out`; user errors print one line (exit status 1)."""
-    with one_line_errors():
-        if not cfg.ckpt:
-            raise ConfigError("give the checkpoint: python -m fakeface.export ckpt=<cnn.ckpt>")
-        path = export_checkpoint(cfg.ckpt, cfg.out)
-        _, info = load_classifier(path)
+    """CLI: export `cfg.ckpt` to <out>/classifier.ts."""
+    if not cfg.ckpt:
+        raise ConfigError("give the checkpoint: python -m fakeface.export ckpt=<cnn.ckpt>")
+    path = export_checkpoint(cfg.ckpt, Path(cfg.out) / "classifier.ts")
+    _, info = load_classifier(path)
     print(
         f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB): {info.arch}, "
         f"{info.image_size}x{info.image_size} RGB in [0,1] -> {list(info.class_names)} probabilities"

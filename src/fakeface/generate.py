@@ -1,4 +1,7 @@
-"""Fake faces from a DCGAN checkpoint: python -m fakeface.generate ckpt=<dcgan .ckpt> n=64 out=DIR"""
+"""Fake faces from a DCGAN checkpoint: python -m fakeface.generate ckpt=<dcgan.ckpt> n=64
+
+Writes 0000.png ... and grid.png into the run directory (or `out`).
+"""
 
 from __future__ import annotations
 
@@ -6,11 +9,12 @@ import logging
 import re
 from pathlib import Path
 
-import hydra
 import torch
 import torchvision
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
+from fakeface.cli import hydra_main
+from fakeface.errors import ConfigError, ModelFileError
 from fakeface.models.dcgan import DCGAN, sample_grid
 
 log = logging.getLogger(__name__)
@@ -22,18 +26,18 @@ def load_dcgan(ckpt: str | Path, device: str | torch.device = "cpu") -> DCGAN:
     """Load a DCGAN checkpoint; clear errors for a missing file or another kind of checkpoint."""
     path = Path(ckpt).expanduser()
     if not path.is_file():
-        raise FileNotFoundError(
+        raise ModelFileError(
             f"ckpt={ckpt}: no such file; give a DCGAN checkpoint, e.g. "
             "outputs/dcgan/runs/<timestamp>/checkpoints/last.ckpt"
         )
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 (any unreadable file gets the same clear message)
-        raise ValueError(f"ckpt={ckpt} is not a Lightning checkpoint (.ckpt): {err}") from err
+        raise ModelFileError(f"ckpt={ckpt} is not a Lightning checkpoint (.ckpt): {err}") from err
     state = checkpoint.get("state_dict") if isinstance(checkpoint, dict) else None
     keys = list(state) if isinstance(state, dict) else []
     if "sample_z" not in keys or not any(k.startswith("generator.") for k in keys):
-        raise ValueError(
+        raise ModelFileError(
             f"ckpt={ckpt} is not a DCGAN checkpoint (no generator weights); train one with "
             "python -m fakeface.train experiment=dcgan (classifier checkpoints go to fakeface.export)"
         )
@@ -62,11 +66,11 @@ def generate(
         overwrite: allow replacing the numbered PNGs and grid.png of an earlier run in `out`.
     """
     if n < 1:
-        raise ValueError(f"n={n}: ask for at least one image")
+        raise ConfigError(f"n={n}: ask for at least one image")
     out = Path(out).expanduser()
     earlier = sorted(p for p in out.glob("*.png") if _OURS.match(p.name)) if out.is_dir() else []
     if earlier and not overwrite:
-        raise FileExistsError(
+        raise ConfigError(
             f"out={out} already holds {len(earlier)} generated PNGs; pass overwrite=true to "
             "replace them or choose another out"
         )
@@ -95,10 +99,11 @@ def generate(
     return paths
 
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="generate")
+@hydra_main("generate")
 def main(cfg: DictConfig) -> None:
-    if OmegaConf.is_missing(cfg, "ckpt"):
-        raise ValueError("give the DCGAN checkpoint: python -m fakeface.generate ckpt=<file.ckpt>")
+    """CLI: write cfg.n images and grid.png into <out>."""
+    if not cfg.ckpt:
+        raise ConfigError("give the DCGAN checkpoint: python -m fakeface.generate ckpt=<file.ckpt>")
     generate(
         cfg.ckpt,
         n=cfg.n,

@@ -16,16 +16,12 @@ from pathlib import Path
 
 import torch
 
-from fakeface.cli import ConfigError
+from fakeface.errors import ConfigError, ModelFileError
 from fakeface.precision import bf16_supported
 
 FORMAT = "fakeface-classifier"
 FORMAT_VERSION = 1
 META_FILE = "fakeface.json"  # the name of the metadata entry in TorchScript's _extra_files
-
-
-class ModelFileError(RuntimeError):
-    """A classifier file that is missing, unreadable, or not a fakeface export."""
 
 
 @contextmanager

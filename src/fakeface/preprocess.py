@@ -7,21 +7,27 @@ so the same pixels always give the same tensor.
 
 from __future__ import annotations
 
+import glob
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image, ImageFile
 
+from fakeface.errors import BadImageError, ConfigError
+
 IMAGE_SIZE = 128
 SCALE = 1.0 / 255.0
 
+# What Pillow decodes in practice: the one list every command (training, predict, evaluate,
+# realtime, inspect) uses to tell images from a folder's other files (CSV, JSON, ...).
+IMAGE_SUFFIXES = (
+    ".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff",
+    ".ppm", ".pgm", ".pbm", ".pnm", ".jfif", ".jp2", ".ico", ".tga",
+)  # fmt: skip
+
 # A decompression-bomb guard that still lets through the large photos people really have.
 Image.MAX_IMAGE_PIXELS = 200_000_000
-
-
-class BadImageError(ValueError):
-    """An image file that cannot be decoded into RGB pixels."""
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
@@ -82,3 +88,32 @@ def preprocess(image: Image.Image | np.ndarray, size: int = IMAGE_SIZE) -> torch
 def preprocess_file(path: str | Path, size: int = IMAGE_SIZE) -> torch.Tensor:
     """Image file -> float32 3 x size x size tensor in [0, 1]."""
     return preprocess(load_image(path), size)
+
+
+def is_image(path: str | Path) -> bool:
+    """True when `path`'s suffix is one of IMAGE_SUFFIXES (case-insensitive)."""
+    return Path(path).suffix.lower() in IMAGE_SUFFIXES
+
+
+def find_images(spec: str | Path, key: str = "input") -> list[Path]:
+    """The files `spec` names: one file, every image under a folder (recursively), or a glob.
+
+    Args:
+        spec: a file, a folder, or a glob pattern ("faces/**/*.jpg").
+        key: the config key that gave `spec`, named in the error when nothing matches.
+    """
+    path = Path(spec).expanduser()
+    if path.is_file():
+        return [path]
+    if path.is_dir():
+        found = sorted(p for p in path.rglob("*") if p.is_file() and is_image(p))
+        if not found:
+            raise ConfigError(
+                f"{key}={spec}: the folder holds no image files ({', '.join(IMAGE_SUFFIXES)})"
+            )
+        return found
+    # A glob names files explicitly: keep every match, unreadable ones get reported.
+    found = sorted(Path(p) for p in glob.glob(str(path), recursive=True) if Path(p).is_file())
+    if not found:
+        raise ConfigError(f"{key}={spec}: no such file or folder, and no file matches it as a glob")
+    return found

@@ -19,9 +19,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from omegaconf import DictConfig
 from torch.utils.data import DataLoader, Dataset
 
-from fakeface.preprocess import BadImageError, load_image, resize_rgb, to_tensor
+from fakeface.cli import hydra_main
+from fakeface.errors import BadImageError
+from fakeface.preprocess import load_image, resize_rgb, to_tensor
 
 log = logging.getLogger(__name__)
 
@@ -196,23 +199,17 @@ class DeviceBatches:
             yield x, self.labels[index]
 
 
-def main() -> None:
-    """python -m fakeface.data.cache data.root=... : decode every split ahead of training."""
-    import hydra
+@hydra_main("cache")
+def main(cfg: DictConfig) -> None:
+    """CLI: python -m fakeface.data.cache data.root=... : decode every split ahead of training."""
     from hydra.utils import instantiate
 
-    @hydra.main(version_base="1.3", config_path="../conf", config_name="cache")
-    def run(cfg) -> None:  # noqa: ANN001 (a DictConfig)
-        # The cache stores un-augmented pixels: augmentation happens when batches are drawn.
-        datamodule = instantiate(cfg.data, cache=True, augment="none")
-        datamodule.prepare_data()
-        for split in (cfg.data.train_split, cfg.data.val_split, cfg.data.test_split):
-            decoded = datamodule.decoded(split)
-            log.info(
-                "%s: %d images cached (%s)", split, len(decoded.labels), decoded.pixels.filename
-            )
-
-    run()
+    # The cache stores un-augmented pixels: augmentation happens when batches are drawn.
+    datamodule = instantiate(cfg.data, cache=True, augment="none")
+    datamodule.prepare_data()
+    for split in (cfg.data.train_split, cfg.data.val_split, cfg.data.test_split):
+        decoded = datamodule.decoded(split)
+        log.info("%s: %d images cached (%s)", split, len(decoded.labels), decoded.pixels.filename)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset, default_collate
 from torchvision import transforms
 
-from fakeface.cli import ConfigError
 from fakeface.data.cache import (
     CACHE_AUGMENTS,
     CachedDataset,
@@ -22,9 +21,10 @@ from fakeface.data.cache import (
     DeviceBatches,
     load_or_build,
 )
-from fakeface.data.index import DatasetError, index_split, split_folder
+from fakeface.data.index import index_split, split_folder
+from fakeface.errors import BadImageError, ConfigError, DatasetError
 from fakeface.perturb import random_robust
-from fakeface.preprocess import IMAGE_SIZE, BadImageError, load_image, preprocess
+from fakeface.preprocess import IMAGE_SIZE, load_image, preprocess
 
 log = logging.getLogger(__name__)
 

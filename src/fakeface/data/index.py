@@ -6,13 +6,12 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes
+from torchvision.datasets.folder import find_classes
+
+from fakeface.errors import DatasetError
+from fakeface.preprocess import is_image
 
 SPLITS = ("train", "valid", "test")
-
-
-class DatasetError(ValueError):
-    """The data folder does not have the expected layout."""
 
 
 def missing_root_message(root: Path) -> str:
@@ -50,9 +49,7 @@ def index_split(root: str | Path, split: str, classes: list[str] | None = None) 
         )
     rows = []
     for name in wanted:
-        files = sorted(
-            p for p in (split_dir / name).iterdir() if p.suffix.lower() in IMG_EXTENSIONS
-        )
+        files = sorted(p for p in (split_dir / name).iterdir() if is_image(p))
         if not files:
             raise DatasetError(f"class folder {split_dir / name} has no images")
         rows += [(str(p), class_to_idx[name], name, split) for p in files]
@@ -94,7 +91,7 @@ def split_folder(
     rng = np.random.default_rng(seed)
     rows = []
     for name in classes:
-        files = sorted(p for p in (root / name).iterdir() if p.suffix.lower() in IMG_EXTENSIONS)
+        files = sorted(p for p in (root / name).iterdir() if is_image(p))
         if len(files) < 3:
             raise DatasetError(f"class folder {root / name} has {len(files)} images (need >= 3)")
         order = rng.permutation(len(files))

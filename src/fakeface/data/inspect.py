@@ -14,8 +14,6 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import hydra
-import numpy as np
 import pandas as pd
 from omegaconf import DictConfig
 from PIL import Image
@@ -23,9 +21,11 @@ from rich.console import Console
 from rich.progress import track
 from rich.table import Table
 
-from fakeface.cli import one_line_errors
+from fakeface.cli import hydra_main
 from fakeface.data.index import build_index
-from fakeface.preprocess import BadImageError, load_image
+from fakeface.errors import BadImageError
+from fakeface.plots import plot_samples, plot_sizes
+from fakeface.preprocess import load_image
 
 log = logging.getLogger(__name__)
 
@@ -157,48 +157,6 @@ def print_report(summary: dict[str, Any], console: Console, show: int) -> None:
     console.print(problems)
 
 
-def save_samples(frame: pd.DataFrame, path: Path, n: int = 9, seed: int = 0) -> None:
-    """A 3x3 grid of readable images, each titled with its class and split (the original's plot)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    readable = frame[frame["error"].isna()]
-    picked = (
-        readable.sample(min(n, len(readable)), random_state=seed) if len(readable) else readable
-    )
-    side = int(np.ceil(np.sqrt(n)))
-    fig, axes = plt.subplots(side, side, figsize=(3 * side, 3 * side), squeeze=False)
-    for ax in axes.flat:
-        ax.axis("off")
-    for ax, row in zip(axes.flat, picked.itertuples(), strict=False):
-        ax.imshow(load_image(row.image_path))
-        ax.set_title(f"{row.class_name} ({row.split})")
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-
-
-def save_size_histogram(frame: pd.DataFrame, path: Path) -> None:
-    """Histograms of image side lengths (px) and file sizes (KiB)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (sides, files) = plt.subplots(1, 2, figsize=(10, 4))
-    known = frame.dropna(subset=["width"])
-    sides.hist([known["width"], known["height"]], bins=30, label=["width", "height"])
-    sides.set(xlabel="pixels", ylabel="images", title="image sizes")
-    sides.legend()
-    files.hist(frame["bytes"].dropna() / 1024, bins=30)
-    files.set(xlabel="KiB", ylabel="images", title="file sizes")
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-
-
 def inspect_dataset(cfg: DictConfig, console: Console | None = None) -> dict[str, Any]:
     """Index, read and report a dataset; write index.csv, samples.png and sizes.png to `cfg.out`."""
     root = Path(cfg.data.root).expanduser()
@@ -220,16 +178,16 @@ def inspect_dataset(cfg: DictConfig, console: Console | None = None) -> dict[str
     frame.to_csv(out / "index.csv", index=False)
     summary = summarize(frame)
     print_report(summary, console or Console(), cfg.show)
-    save_samples(frame, out / "samples.png", cfg.samples, cfg.seed)
-    save_size_histogram(frame, out / "sizes.png")
+    plot_samples(frame, out / "samples.png", cfg.samples, cfg.seed)
+    plot_sizes(frame, out / "sizes.png")
     log.info("wrote %s, %s and %s", out / "index.csv", out / "samples.png", out / "sizes.png")
     return summary
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="inspect")
+@hydra_main("inspect")
 def main(cfg: DictConfig) -> None:
-    with one_line_errors():
-        inspect_dataset(cfg)
+    """CLI: inspect the dataset, write index.csv, samples.png and sizes.png to `cfg.out`."""
+    inspect_dataset(cfg)
 
 
 if __name__ == "__main__":

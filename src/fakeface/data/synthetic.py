@@ -10,7 +10,6 @@ and the same JPEG encoding, so neither noise nor file format is a shortcut.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
@@ -19,8 +18,12 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from omegaconf import DictConfig
 from PIL import Image
 from rich.progress import Progress
+
+from fakeface.cli import hydra_main
+from fakeface.errors import ConfigError, DatasetError
 
 SPLITS = ("train", "valid", "test")
 CLASSES = ("fake", "real")  # sorted, like ImageFolder's class indices
@@ -195,13 +198,13 @@ def _manifest(counts: dict[str, int], seed: int, image_size: int, quality: int) 
     """Validate the parameters; return the manifest: everything that determines the bytes."""
     for split, n in counts.items():
         if isinstance(n, bool) or not isinstance(n, int) or n < 2:
-            raise ValueError(f"n_{split} must be an integer >= 2 (one image per class), got {n!r}")
+            raise ConfigError(f"n_{split} must be an integer >= 2 (one image per class), got {n!r}")
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
+        raise ConfigError(f"seed must be an integer >= 0, got {seed!r}")
     if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 64:
-        raise ValueError(f"image_size must be an integer >= 64, got {image_size!r}")
+        raise ConfigError(f"image_size must be an integer >= 64, got {image_size!r}")
     if not 1 <= quality <= 100:
-        raise ValueError(f"quality must be in 1..100, got {quality!r}")
+        raise ConfigError(f"quality must be in 1..100, got {quality!r}")
     return {
         "generator": "fakeface.data.synthetic",
         "version": VERSION,
@@ -252,7 +255,7 @@ def generate_synthetic(
     ours = (root / MANIFEST).exists() or (root / MARKER).exists()
     stale = [root / s for s in SPLITS if (root / s).exists()]
     if not ours and any(any(d.rglob("*")) for d in stale):
-        raise FileExistsError(
+        raise DatasetError(
             f"{root} already holds {', '.join(d.name for d in stale)} without"
             f" a {MANIFEST}: not overwriting data this generator did not write"
         )
@@ -285,21 +288,10 @@ def generate_synthetic(
     return root
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Command line: python -m fakeface.data.synthetic --root data/synthetic [--n-train ...]."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--root", type=Path, default=Path("data/synthetic"))
-    parser.add_argument("--n-train", type=int, default=2000)
-    parser.add_argument("--n-valid", type=int, default=400)
-    parser.add_argument("--n-test", type=int, default=400)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--image-size", type=int, default=256)
-    parser.add_argument("--quality", type=int, default=95)
-    args = parser.parse_args(argv)
-    try:
-        root = generate_synthetic(**vars(args))  # the flags are named like the arguments
-    except (ValueError, FileExistsError) as err:
-        parser.error(str(err))
+@hydra_main("synthetic")
+def main(cfg: DictConfig) -> None:
+    """CLI: python -m fakeface.data.synthetic [data.root=...] [data.synthetic.n_train=...]."""
+    root = generate_synthetic(cfg.data.root, **cfg.data.synthetic)
     print(f"synthetic dataset ready in {root}")
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 
 import lightning as L
-import numpy as np
 import torch
 import torch.nn.functional as F
 import torchmetrics
@@ -14,6 +13,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from torch import nn
 
 from fakeface.models.nets import SeedCNN
+from fakeface.plots import confusion_figure
 
 CLASS_NAMES = ("fake", "real")  # ImageFolder order: alphabetical, fake=0, real=1
 MAX_MISCLASSIFIED = 64  # test images kept for the TensorBoard grid
@@ -45,23 +45,6 @@ def _metrics(stage: str) -> torchmetrics.MetricCollection:
         },
         prefix=f"{stage}/",
     )
-
-
-def confusion_figure(confmat: torch.Tensor):  # noqa: ANN201 (a matplotlib Figure)
-    """A 2x2 confusion matrix (rows true, columns predicted) as a labelled heat map."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(4, 4))
-    ax.imshow(confmat.numpy(), cmap="Blues")
-    for (row, col), count in np.ndenumerate(confmat.numpy()):
-        ax.text(col, row, str(count), ha="center", va="center", fontsize=14)
-    ax.set(xticks=[0, 1], yticks=[0, 1], xticklabels=CLASS_NAMES, yticklabels=CLASS_NAMES)
-    ax.set(xlabel="predicted", ylabel="true", title="test confusion matrix")
-    fig.tight_layout()
-    return fig
 
 
 @torch.no_grad()
@@ -208,7 +191,8 @@ class CNNClassifier(L.LightningModule):
         tensorboard = next((lg for lg in self.loggers if isinstance(lg, TensorBoardLogger)), None)
         if tensorboard is None:
             return
-        tensorboard.experiment.add_figure("test/confusion_matrix", confusion_figure(confmat))
+        figure = confusion_figure(confmat.numpy(), CLASS_NAMES, "test confusion matrix")
+        tensorboard.experiment.add_figure("test/confusion_matrix", figure)
         if self.misclassified:
             images = torch.cat([images for images, _ in self.misclassified])
             grid = torchvision.utils.make_grid(images, nrow=8, padding=2)

@@ -17,16 +17,13 @@ import torch.nn.functional as F
 import torchvision
 from lightning.pytorch.loggers import TensorBoardLogger
 
+from fakeface.errors import DivergenceError
 from fakeface.models.nets import Discriminator, Generator
 
 log = logging.getLogger(__name__)
 
 GENERATOR_SIZE = 128  # the original generator always makes 128 x 128 images
 G_LOSSES = ("bce", "feature_matching")
-
-
-class DivergenceError(RuntimeError):
-    """A GAN loss became NaN or infinite: training stops before the bad step reaches the weights."""
 
 
 def sample_grid(images: torch.Tensor, padding: int = 2) -> torch.Tensor:

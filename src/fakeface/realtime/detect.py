@@ -7,14 +7,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from fakeface.cli import ConfigError
+from fakeface.errors import ConfigError, DetectorError
 
 CASCADE_FILE = "haarcascade_frontalface_default.xml"
 OPENCV_PIN = "opencv-python>=4.8,<5"
-
-
-class DetectorError(ConfigError):
-    """OpenCV lacks the Haar cascade machinery or its XML file (a one-line CLI error)."""
 
 
 def load_cascade(name: str = CASCADE_FILE) -> cv2.CascadeClassifier:

@@ -1,9 +1,11 @@
-"""Crash-safe checkpoints: atomic writes, and a `last.ckpt` when Ctrl-C or SIGTERM stops a fit."""
+"""The run's own Lightning callbacks, listed in conf/callbacks/: throughput and history for
+metrics.json; crash-safe checkpoints (atomic writes, a `last.ckpt` on Ctrl-C or SIGTERM)."""
 
 from __future__ import annotations
 
 import logging
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -92,3 +94,44 @@ class InterruptCheckpoint(Callback):
             trainer.current_epoch,
             trainer.global_step,
         )
+
+
+class Throughput(Callback):
+    """Training images/s over the training batches, data loading included, validation excluded."""
+
+    def __init__(self) -> None:
+        self.images = 0
+        self.seconds = 0.0
+        self._last = time.perf_counter()
+
+    def on_train_epoch_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        self._last = time.perf_counter()
+
+    def on_validation_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        self._last = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:  # noqa: ANN001
+        now = time.perf_counter()
+        self.seconds += now - self._last
+        self.images += len(batch[0]) if isinstance(batch, (list, tuple)) else len(batch)
+        self._last = now
+
+    @property
+    def images_per_s(self) -> float:
+        return self.images / self.seconds if self.seconds else float("nan")
+
+
+class History(Callback):
+    """Per-epoch scalars (train/loss, val/acc, ...) for curves.png and metrics.json."""
+
+    def __init__(self) -> None:
+        self.epochs: list[dict[str, float]] = []
+
+    def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        row = {"epoch": trainer.current_epoch}
+        if trainer.optimizers:
+            row["lr"] = trainer.optimizers[0].param_groups[0]["lr"]
+        for key, value in trainer.callback_metrics.items():
+            if key.startswith(("train/", "val/")) and not key.endswith("_step"):
+                row[key.removesuffix("_epoch")] = float(value)
+        self.epochs.append(row)

@@ -1,0 +1,195 @@
+"""The one path from image files to probabilities: decode, (crop a face,) perturb, resize, batch,
+classify with optional TTA, with a progress bar. predict, evaluate and bench all call `score_files`.
+
+Unreadable files never stop a run: they get NaN probabilities and their decoding error.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+
+from fakeface.errors import BadImageError, ConfigError
+from fakeface.modelfile import ClassifierInfo, classify
+from fakeface.perturb import Perturbation
+from fakeface.preprocess import load_image, resize_rgb, to_tensor
+
+CLEAN = "clean"  # the unperturbed images
+
+
+class ImageFiles(Dataset):
+    """Image files -> dicts: index, pixels (V x S x S x 3 uint8, one plane per variant, or None),
+    face (True/False with a detector, else None), error ("" or the decoding error).
+
+    Each variant perturbs the decoded full-resolution image (None: unchanged) before the standard
+    resize, so a file is decoded once for a whole robustness sweep.
+
+    Args:
+        paths: image files.
+        image_size: the classifier's input side.
+        variants: perturbations, None for the image as it is.
+        detector: FaceDetector settings to crop the largest face first (None: whole image).
+        margin: crop margin around the face box, fraction of its side per edge.
+    """
+
+    def __init__(
+        self,
+        paths: Sequence[str | Path],
+        image_size: int,
+        variants: Sequence[Perturbation | None] = (None,),
+        detector: dict[str, Any] | None = None,
+        margin: float = 0.4,
+    ) -> None:
+        self.paths = [Path(p) for p in paths]
+        self.image_size = image_size
+        self.variants = list(variants)
+        self.detector_args = detector
+        self.margin = margin
+        self._detector = None  # built lazily in each worker: cv2 objects do not pickle
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        item: dict[str, Any] = {"index": index, "pixels": None, "face": None, "error": ""}
+        try:
+            image = load_image(self.paths[index])
+        except BadImageError as err:
+            item["error"] = str(err)
+            return item
+        if self.detector_args is not None:
+            image, item["face"] = self._largest_face(image)
+        planes = [
+            resize_rgb(image if f is None else f(image), self.image_size) for f in self.variants
+        ]
+        item["pixels"] = np.stack(planes)
+        return item
+
+    def _largest_face(self, image: Image.Image) -> tuple[Image.Image, bool]:
+        """Crop to the largest face (same window as the real-time loop), or keep the whole image."""
+        import cv2
+
+        from fakeface.realtime.detect import FaceDetector, face_window
+
+        if self._detector is None:
+            self._detector = FaceDetector(**self.detector_args)
+        rgb = np.asarray(image)
+        boxes = self._detector(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY))
+        if len(boxes) == 0:
+            return image, False
+        left, top, side = face_window(boxes[0], rgb.shape[1], rgb.shape[0], self.margin)
+        return image.crop((left, top, left + side, top + side)), True
+
+
+@dataclass
+class Scores:
+    """What `score_files` returns, rows in the order of the paths given."""
+
+    probs: dict[str, np.ndarray]  # variant -> N x classes float32, NaN rows for unreadable files
+    faces: list[bool | None]  # with a detector: was a face found (else the whole image was used)
+    errors: dict[int, str]  # row -> decoding error
+
+    def readable(self) -> np.ndarray:
+        """N booleans: the file was decoded and scored."""
+        first = next(iter(self.probs.values()))
+        return ~np.isnan(first[:, 0])
+
+
+def _keep_items(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return items  # unreadable files have no pixels: score_files batches the readable ones
+
+
+def score_files(
+    model: torch.nn.Module,
+    info: ClassifierInfo,
+    paths: Sequence[str | Path],
+    *,
+    variants: Mapping[str, Perturbation | None] | None = None,
+    batch_size: int = 64,
+    tta: bool = False,
+    dtype: torch.dtype | None = None,
+    detector: dict[str, Any] | None = None,
+    margin: float = 0.4,
+    num_workers: int = 0,
+    progress: str | None = None,
+) -> Scores:
+    """Classify image files under each variant.
+
+    Args:
+        model, info: from `fakeface.modelfile.load_classifier`.
+        paths: image files (see `fakeface.preprocess.find_images`).
+        variants: name -> perturbation (None = the image as it is); default {"clean": None}.
+        batch_size: images per forward pass.
+        tta: average the probabilities of the image and its horizontal mirror.
+        dtype: autocast dtype (`precision_dtype`), None for fp32.
+        detector: FaceDetector settings: crop the largest face first (no face: whole image).
+        margin: crop margin around the face box.
+        num_workers: DataLoader processes decoding images.
+        progress: label of a rich progress bar, None for no bar.
+    """
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ConfigError(f"batch_size={batch_size!r}: must be a whole number >= 1, e.g. 64")
+    variants = dict(variants or {CLEAN: None})
+    if detector is not None:
+        from fakeface.realtime.detect import FaceDetector
+
+        FaceDetector(**detector)  # fail here, in the main process, if OpenCV lacks Haar
+    dataset = ImageFiles(paths, info.image_size, list(variants.values()), detector, margin)
+    loader = DataLoader(
+        dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=_keep_items
+    )
+    n, classes = len(dataset), len(info.class_names)
+    scores = Scores(
+        {name: np.full((n, classes), np.nan, np.float32) for name in variants}, [None] * n, {}
+    )
+    with _progress(progress, n) as advance:
+        for items in loader:
+            for item in items:
+                scores.faces[item["index"]] = item["face"]
+                if item["error"]:
+                    scores.errors[item["index"]] = item["error"]
+            good = [item for item in items if item["pixels"] is not None]
+            if good:
+                rows = [item["index"] for item in good]
+                stacked = np.stack([item["pixels"] for item in good])  # B x V x S x S x 3
+                for v, name in enumerate(variants):
+                    p = classify(model, to_tensor(stacked[:, v]), dtype, tta)
+                    scores.probs[name][rows] = p.numpy()
+            advance(len(items))
+    return scores
+
+
+class _progress:  # noqa: N801 (used like a function: `with _progress(label, total) as advance`)
+    """A rich progress bar over images with an ETA, or a no-op when label is None."""
+
+    def __init__(self, label: str | None, total: int) -> None:
+        self.label, self.total = label, total
+
+    def __enter__(self):  # noqa: ANN204 (returns the advance callable)
+        if self.label is None:
+            return lambda n: None
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+        )
+
+        self.bar = Progress(
+            TextColumn(self.label), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()
+        )
+        self.bar.start()
+        task = self.bar.add_task("images", total=self.total)
+        return lambda n: self.bar.advance(task, n)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.label is not None:
+            self.bar.stop()

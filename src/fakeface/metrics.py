@@ -1,0 +1,113 @@
+"""Binary detection metrics with `fake` as the positive class, and the auto threshold."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from numpy.typing import ArrayLike
+from torchmetrics.functional.classification import (
+    binary_auroc,
+    binary_average_precision,
+    binary_roc,
+    multiclass_accuracy,
+    multiclass_calibration_error,
+    multiclass_confusion_matrix,
+    multiclass_f1_score,
+    multiclass_precision,
+    multiclass_recall,
+)
+
+POSITIVE = "fake"  # the class ROC-AUC / AP treat as positive: the detector flags generated faces
+HEADLINE = ("accuracy", "balanced_accuracy", "roc_auc", "average_precision", "ece")
+
+
+def binary_metrics(
+    p_fake: ArrayLike,
+    is_fake: ArrayLike,
+    threshold: float = 0.5,
+    *,
+    n_bins: int = 15,
+    names: tuple[str, str] = (POSITIVE, "real"),
+) -> dict[str, Any]:
+    """Accuracy, per-class precision/recall/F1, ROC-AUC, AP, ECE and the confusion matrix.
+
+    Hard predictions are `p_fake >= threshold` (fake). ECE is the top-label calibration error
+    (Guo et al. 2017): confidence max(p_fake, 1 - p_fake), equal-width bins over [0, 1].
+    ROC-AUC and AP are None when only one class is present.
+
+    Args:
+        p_fake: N probabilities of the fake class, in [0, 1].
+        is_fake: N truths (1/True = fake).
+        threshold: decision threshold on p_fake.
+        n_bins: calibration bins.
+        names: (positive, negative) class names for `per_class` and the confusion matrix.
+    """
+    p = torch.from_numpy(np.array(p_fake, dtype=np.float64))  # a copy: inputs may be read-only
+    fake = torch.from_numpy(np.array(is_fake, dtype=bool))
+    if p.ndim != 1 or p.shape != fake.shape or len(p) == 0:
+        raise ValueError(
+            f"p_fake and is_fake must be equal-length 1-d, got {p.shape}, {fake.shape}"
+        )
+    if torch.isnan(p).any() or p.min() < 0 or p.max() > 1:
+        raise ValueError("p_fake must hold probabilities in [0, 1] (no NaN)")
+    # Class indices in `names` order: 0 = fake (positive), 1 = the other class.
+    target = (~fake).long()
+    predicted = (p < threshold).long()  # p >= threshold -> 0 (fake)
+    two = {"num_classes": 2, "average": None}
+    precision = multiclass_precision(predicted, target, **two)
+    recall = multiclass_recall(predicted, target, **two)
+    f1 = multiclass_f1_score(predicted, target, **two)
+    # Top-label ECE: torchmetrics' binary version bins p_fake against the fake rate instead.
+    probs = torch.stack([p, 1 - p], dim=1)
+    ece = multiclass_calibration_error(probs, target, num_classes=2, n_bins=n_bins, norm="l1")
+    balanced = auc = ap = None
+    if fake.any() and not fake.all():  # ranking and balanced accuracy need both classes
+        balanced = float(recall.mean())
+        auc = float(binary_auroc(p, fake.long()))
+        ap = float(binary_average_precision(p, fake.long()))
+    per_class = {
+        name: {
+            "precision": float(precision[k]),
+            "recall": float(recall[k]),
+            "f1": float(f1[k]),
+            "support": int((target == k).sum()),
+        }
+        for k, name in enumerate(names)
+    }
+    return {
+        "n": len(p),
+        "threshold": float(threshold),
+        "accuracy": float(multiclass_accuracy(predicted, target, num_classes=2, average="micro")),
+        "balanced_accuracy": balanced,
+        "roc_auc": auc,
+        "average_precision": ap,
+        "ece": float(ece),
+        "per_class": per_class,
+        # rows: true class, columns: predicted class, both in `names` order
+        "confusion_matrix": multiclass_confusion_matrix(predicted, target, 2).tolist(),
+        "classes": list(names),
+    }
+
+
+def auto_threshold(p_fake: ArrayLike, is_fake: ArrayLike) -> tuple[float, float]:
+    """The threshold maximising balanced accuracy of `p_fake >= t`; returns (t, balanced accuracy).
+
+    Any t between two neighbouring distinct scores classifies the data alike, so t is the
+    midpoint of the best such gap; among equally good gaps, the one nearest 0.5.
+    """
+    p = torch.from_numpy(np.array(p_fake, dtype=np.float64))  # a copy: inputs may be read-only
+    fake = torch.from_numpy(np.array(is_fake, dtype=bool)).long()
+    if len(p) == 0 or fake.all() or not fake.any():
+        raise ValueError("threshold=auto needs validation images of both classes")
+    # Descending distinct scores; point 0 is the "nothing is fake" end of the curve, skipped.
+    fpr, tpr, cuts = binary_roc(p, fake)
+    balanced = ((tpr + 1 - fpr) / 2)[1:]
+    cuts = cuts[1:]
+    below = torch.cat([cuts[1:], cuts[-1:]])  # the next lower score (the lowest keeps its own)
+    candidates = (cuts + below) / 2
+    best = balanced.max()
+    tied = candidates[torch.isclose(balanced, best, rtol=0, atol=1e-12)]
+    threshold = tied[(tied - 0.5).abs().argmin()]
+    return float(threshold), float(best)

@@ -1,0 +1,111 @@
+"""The project's shape: configs in conf/ (and inside a wheel), entry points on top, no cycles."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / "src" / "fakeface"
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT / "src").with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def fakeface_imports(path: Path) -> set[str]:
+    """Every fakeface module `path` imports, at the top or inside a function."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("fakeface"):
+            names.add(node.module)
+        elif isinstance(node, ast.Import):
+            names.update(a.name for a in node.names if a.name.startswith("fakeface"))
+    return names
+
+
+MODULES = {module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
+ENTRY_POINTS = {name for name, path in MODULES.items() if "@hydra_main(" in path.read_text()}
+
+
+def test_every_config_lives_in_conf() -> None:
+    assert not list(PACKAGE.rglob("*.yaml")), "configs belong in the top-level conf/"
+    tracked = subprocess.run(
+        ["git", "ls-files", "conf"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.split()
+    on_disk = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "conf").rglob("*.yaml"))
+    assert tracked == on_disk and len(on_disk) > 20
+
+
+def test_entry_points_are_the_python_m_commands() -> None:
+    assert {
+        "fakeface.train", "fakeface.evaluate", "fakeface.export", "fakeface.predict",
+        "fakeface.generate", "fakeface.bench", "fakeface.realtime.__main__",
+        "fakeface.data.inspect", "fakeface.data.cache", "fakeface.data.synthetic",
+    } == ENTRY_POINTS  # fmt: skip
+
+
+def test_library_code_imports_no_entry_point_and_no_cli() -> None:
+    for name, path in MODULES.items():
+        imported = fakeface_imports(path)
+        assert not any(m.endswith("__main__") for m in imported), name
+        if name not in ENTRY_POINTS:
+            assert "fakeface.cli" not in imported, f"{name} is library code: raise fakeface.errors"
+
+
+def test_no_import_cycle() -> None:
+    graph = {name: fakeface_imports(path) & MODULES.keys() for name, path in MODULES.items()}
+    visiting: list[str] = []
+    done: set[str] = set()
+
+    def visit(name: str) -> None:
+        assert name not in visiting, "import cycle: " + " -> ".join([*visiting, name])
+        if name in done:
+            return
+        visiting.append(name)
+        for other in graph[name] - {"fakeface"}:  # the package __init__ imports nothing
+            visit(other)
+        visiting.pop()
+        done.add(name)
+
+    for name in graph:
+        visit(name)
+
+
+def test_predict_evaluate_and_bench_share_one_scoring_function() -> None:
+    for name in ("fakeface.predict", "fakeface.evaluate", "fakeface.bench"):
+        assert "score_files(" in MODULES[name].read_text(), name
+    loaders = [n for n, p in MODULES.items() if "DataLoader(" in p.read_text()]
+    assert "fakeface.predict" not in loaders and "fakeface.evaluate" not in loaders
+
+
+def test_a_wheel_carries_the_configs(tmp_path: Path) -> None:
+    """pip install . (a wheel, not only -e): python -m fakeface.train composes from any folder."""
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+         "-w", str(tmp_path / "wheel"), str(ROOT)],
+        check=True, capture_output=True, timeout=300,
+    )  # fmt: skip
+    (wheel,) = (tmp_path / "wheel").glob("fakeface-*.whl")
+    site = tmp_path / "site"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(site), str(wheel)],
+        check=True, capture_output=True, timeout=300,
+    )  # fmt: skip
+    code = (
+        "import fakeface.cli as cli; from hydra import compose, initialize_config_dir;"
+        "initialize_config_dir(config_dir=str(cli.conf_dir()), version_base='1.3').__enter__();"
+        "cfg = compose('train', ['experiment=cnn']);"
+        "print(cli.conf_dir()); print(cfg.model._target_, cfg.trainer.max_epochs)"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
+        env={"PYTHONPATH": str(site), "PATH": ""},
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.split("\n")[:2] == [
+        str(site / "fakeface" / "conf"), "fakeface.models.classifier.CNNClassifier 15"
+    ]  # fmt: skip
