@@ -1,6 +1,7 @@
 """Fake faces from a DCGAN checkpoint: python -m fakeface.generate ckpt=<dcgan.ckpt> n=64
 
-Writes 0000.png ... and grid.png into the run directory (or `out`).
+Writes 0000.png ... and grid.png into the run directory (or `out`); with report=true and
+reference=<folder of real faces> also report.json and report.md (fakeface.ganreport).
 """
 
 from __future__ import annotations
@@ -9,9 +10,11 @@ import logging
 import re
 from pathlib import Path
 
+import numpy as np
 import torch
 import torchvision
 from omegaconf import DictConfig
+from PIL import Image
 
 from fakeface.cli import hydra_main
 from fakeface.errors import ConfigError, ModelFileError
@@ -99,12 +102,68 @@ def generate(
     return paths
 
 
+def p_fake(classifier: str | Path, images: np.ndarray, device: str = "cpu") -> np.ndarray:
+    """An exported classifier's P(fake) for N x S x S x 3 uint8 RGB images (resized if needed)."""
+    from fakeface.modelfile import classify, fast_dtype, load_classifier
+    from fakeface.preprocess import resize_rgb, to_tensor
+
+    model, info = load_classifier(classifier, device)
+    if "fake" not in info.class_names:
+        raise ModelFileError(f"classifier={classifier} has no 'fake' class ({info.class_names})")
+    column = info.class_names.index("fake")
+    scores = []
+    for start in range(0, len(images), 64):
+        chunk = [resize_rgb(image, info.image_size) for image in images[start : start + 64]]
+        probs = classify(model, to_tensor(np.stack(chunk)), fast_dtype(device))
+        scores.append(probs[:, column].numpy())
+    return np.concatenate(scores)
+
+
+def report(
+    paths: list[Path],
+    reference: str | Path,
+    out: str | Path,
+    classifier: str | Path | None = None,
+    device: str = "cpu",
+) -> dict:
+    """Score the generated PNGs against a folder of real faces; write report.json and report.md."""
+    from fakeface.ganreport import gan_report, load_images, write_report
+
+    samples = np.stack([np.asarray(Image.open(p).convert("RGB")) for p in paths])
+    real = load_images(reference, size=samples.shape[1], key="reference")  # resized like training
+    if len(samples) < 2 or len(real) < 2:
+        raise ConfigError(
+            f"report=true needs at least 2 samples (n={len(samples)}) and 2 reference images "
+            f"(reference={reference} has {len(real)})"
+        )
+    scores = p_fake(classifier, samples, device) if classifier else None
+    result = gan_report(samples, real, p_fake=scores)
+    result |= {"reference": str(reference), "classifier": str(classifier) if classifier else None}
+    json_path, md_path = write_report(result, out)
+    m = result["memorisation"]
+    log.info(
+        "face rate %.3f (reference %.3f), diversity ratio %.3f, near-copies %.3f: %s",
+        result["face_rate"],
+        result["face_rate_reference"],
+        result["diversity_ratio"],
+        m["near_copy_fraction"],
+        md_path,
+    )
+    return result
+
+
 @hydra_main("generate")
 def main(cfg: DictConfig) -> None:
-    """CLI: write cfg.n images and grid.png into <out>."""
+    """CLI: write cfg.n images and grid.png into <out> (and the report, with report=true)."""
     if not cfg.ckpt:
         raise ConfigError("give the DCGAN checkpoint: python -m fakeface.generate ckpt=<file.ckpt>")
-    generate(
+    if cfg.report and not cfg.reference:
+        raise ConfigError(
+            "report=true needs reference=<folder of real face photos> (e.g. the training faces)"
+        )
+    if cfg.report not in (True, False):
+        raise ConfigError(f"report={cfg.report!r}: use true or false")
+    paths = generate(
         cfg.ckpt,
         n=cfg.n,
         out=cfg.out,
@@ -114,6 +173,8 @@ def main(cfg: DictConfig) -> None:
         overwrite=cfg.overwrite,
         device=cfg.device,
     )
+    if cfg.report:
+        report(paths, cfg.reference, cfg.out, cfg.classifier, cfg.device)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ Keras code used the opposite coding (generated=1); the game is the same either w
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 from pathlib import Path
@@ -17,13 +18,92 @@ import torch.nn.functional as F
 import torchvision
 from lightning.pytorch.loggers import TensorBoardLogger
 
-from fakeface.errors import DivergenceError
-from fakeface.models.nets import Discriminator, Generator
+from fakeface.errors import ConfigError, DivergenceError
+from fakeface.models.nets import G_NORMS, DCGANDiscriminator, Discriminator, Generator
 
 log = logging.getLogger(__name__)
 
 GENERATOR_SIZE = 128  # the original generator always makes 128 x 128 images
 G_LOSSES = ("bce", "feature_matching")
+DISCRIMINATORS = ("seed_cnn", "dcgan")
+AUGMENTS = ("color", "translation", "cutout")
+
+
+def _brightness(x: torch.Tensor) -> torch.Tensor:
+    # one offset per image, U(-0.25, 0.25): DiffAugment's U(-0.5, 0.5) on [-1, 1] images
+    return x + (torch.rand(len(x), 1, 1, 1, device=x.device, dtype=x.dtype) - 0.5) / 2
+
+
+def _saturation(x: torch.Tensor) -> torch.Tensor:
+    # each pixel's distance from its grey level scaled by U(0, 2)
+    grey = x.mean(dim=1, keepdim=True)
+    return grey + (x - grey) * (2 * torch.rand(len(x), 1, 1, 1, device=x.device, dtype=x.dtype))
+
+
+def _contrast(x: torch.Tensor) -> torch.Tensor:
+    # distance from the image's mean scaled by U(0.5, 1.5)
+    mean = x.mean(dim=(1, 2, 3), keepdim=True)
+    return mean + (x - mean) * (torch.rand(len(x), 1, 1, 1, device=x.device, dtype=x.dtype) + 0.5)
+
+
+def _translation(x: torch.Tensor, ratio: float = 0.125) -> torch.Tensor:
+    """Shift each image by up to `ratio` of its side in x and y; uncovered pixels are 0."""
+    n, _, h, w = x.shape
+    max_y, max_x = round(h * ratio), round(w * ratio)
+    dy = torch.randint(-max_y, max_y + 1, (n, 1, 1), device=x.device)
+    dx = torch.randint(-max_x, max_x + 1, (n, 1, 1), device=x.device)
+    rows = torch.arange(h, device=x.device).view(1, h, 1) + dy  # n x h x 1: source row
+    cols = torch.arange(w, device=x.device).view(1, 1, w) + dx  # n x 1 x w: source column
+    inside = (rows >= 0) & (rows < h) & (cols >= 0) & (cols < w)  # n x h x w
+    batch = torch.arange(n, device=x.device).view(n, 1, 1)
+    # advanced indexing gathers n x h x w x c (differentiable: a gather's backward is a scatter)
+    moved = x.permute(0, 2, 3, 1)[batch, rows.clamp(0, h - 1), cols.clamp(0, w - 1)]
+    return (moved * inside.unsqueeze(-1).to(x.dtype)).permute(0, 3, 1, 2)
+
+
+def _cutout(x: torch.Tensor, ratio: float = 0.5) -> torch.Tensor:
+    """Zero one square of `ratio` x the side per image, centred anywhere (it may be clipped)."""
+    n, _, h, w = x.shape
+    half_y, half_x = round(h * ratio) // 2, round(w * ratio) // 2
+    cy = torch.randint(0, h, (n, 1, 1), device=x.device)
+    cx = torch.randint(0, w, (n, 1, 1), device=x.device)
+    rows = torch.arange(h, device=x.device).view(1, h, 1)
+    cols = torch.arange(w, device=x.device).view(1, 1, w)
+    hole = ((rows - cy).abs() < half_y) & ((cols - cx).abs() < half_x)  # n x h x w
+    return x * (~hole).unsqueeze(1).to(x.dtype)
+
+
+_AUGMENT_FNS = {
+    "color": (_brightness, _saturation, _contrast),
+    "translation": (_translation,),
+    "cutout": (_cutout,),
+}
+
+
+def parse_diffaugment(policy: str | None) -> tuple[str, ...]:
+    """`"color,translation,cutout"` -> its names, checked; None or "" -> () (off)."""
+    if policy is None:
+        return ()
+    names = tuple(name.strip() for name in str(policy).split(",") if name.strip())
+    unknown = [name for name in names if name not in AUGMENTS]
+    if unknown:
+        raise ConfigError(
+            f"model.diffaugment={policy!r}: unknown {', '.join(unknown)}; use null or a "
+            f"comma-separated subset of {','.join(AUGMENTS)}"
+        )
+    return names
+
+
+def diffaugment(x: torch.Tensor, names: tuple[str, ...]) -> torch.Tensor:
+    """Differentiable augmentation (Zhao et al. 2020) of N x 3 x H x W images in [0, 1].
+
+    Each image draws its own parameters; gradients flow through every transform, so the same
+    call can sit before D in the D step (real and fake) and in the G step.
+    """
+    for name in names:
+        for fn in _AUGMENT_FNS[name]:
+            x = fn(x)
+    return x
 
 
 def sample_grid(images: torch.Tensor, padding: int = 2) -> torch.Tensor:
@@ -47,6 +127,17 @@ class DCGAN(L.LightningModule):
             `feature_matching` (Salimans et al. 2016): the batch mean of D's last conv features
             (64 x 13 x 13, before dropout) on generated images towards their mean on real ones.
         channels_last: run both convnets in NHWC (about 2x faster on CPU, fp32 and bf16 alike).
+        discriminator: `seed_cnn` (the original: the SeedCNN body with one logit) or `dcgan`
+            (the DCGAN paper's: strided convs, BatchNorm, LeakyReLU; nets.DCGANDiscriminator).
+        diffaugment: null (off, the original) or a comma-separated subset of
+            "color,translation,cutout": differentiable augmentation of real and generated images
+            before D, in the D step and the G step alike (Zhao et al. 2020).
+        g_ema: decay of an exponential moving average of G's weights (e.g. 0.999), updated after
+            every G step; samples and `fakeface.generate` then use the average. null: off.
+        lr_g, lr_d: Adam learning rates of G and D (two time-scale update rule); null = lr.
+        g_norm: `none` (the original generator) or `batch` (BatchNorm in the generator).
+        sample_every: write the fixed-noise samples every this many epochs (and after the
+            first and the last epoch); 1 = every epoch, as the original.
     """
 
     def __init__(
@@ -60,10 +151,31 @@ class DCGAN(L.LightningModule):
         sample_seed: int = 0,
         channels_last: bool = True,
         g_loss: str = "bce",
+        discriminator: str = "seed_cnn",
+        diffaugment: str | None = None,
+        g_ema: float | None = None,
+        lr_g: float | None = None,
+        lr_d: float | None = None,
+        g_norm: str = "none",
+        sample_every: int = 1,
     ) -> None:
         super().__init__()
         if g_loss not in G_LOSSES:
-            raise ValueError(f"DCGAN g_loss={g_loss!r}: use one of {', '.join(G_LOSSES)}")
+            raise ConfigError(f"model.g_loss={g_loss!r}: use one of {', '.join(G_LOSSES)}")
+        if discriminator not in DISCRIMINATORS:
+            raise ConfigError(
+                f"model.discriminator={discriminator!r}: use one of {', '.join(DISCRIMINATORS)}"
+            )
+        if g_norm not in G_NORMS:
+            raise ConfigError(f"model.g_norm={g_norm!r}: use one of {', '.join(G_NORMS)}")
+        self.augments = parse_diffaugment(diffaugment)
+        if g_ema is not None and not 0.0 < g_ema < 1.0:
+            raise ConfigError(f"model.g_ema={g_ema}: give a decay in (0, 1), e.g. 0.999, or null")
+        for key, value in (("lr", lr), ("lr_g", lr_g), ("lr_d", lr_d)):
+            if value is not None and value <= 0:
+                raise ConfigError(f"model.{key}={value}: must be > 0")
+        if sample_every < 1:
+            raise ConfigError(f"model.sample_every={sample_every}: must be >= 1 (epochs)")
         if image_size != GENERATOR_SIZE:
             raise ValueError(
                 f"DCGAN image_size={image_size}: the original generator makes "
@@ -75,12 +187,17 @@ class DCGAN(L.LightningModule):
         betas = (float(betas[0]), float(betas[1]))
         self.save_hyperparameters()
         self.automatic_optimization = False  # two optimizers, stepped by hand in training_step
-        self.generator = Generator(latent_dim)
-        self.discriminator = Discriminator(image_size)
+        self.generator = Generator(latent_dim, norm=g_norm)
+        if discriminator == "dcgan":
+            self.discriminator = DCGANDiscriminator(image_size=image_size)
+        else:
+            self.discriminator = Discriminator(image_size)
         if channels_last:
             # NHWC weights make the (transposed) convolutions pick NHWC kernels for their outputs too
             self.generator = self.generator.to(memory_format=torch.channels_last)
             self.discriminator = self.discriminator.to(memory_format=torch.channels_last)
+        # The averaged generator: no optimizer, no gradients; always run in eval mode.
+        self.generator_ema = copy.deepcopy(self.generator).requires_grad_(False) if g_ema else None
         fixed = torch.Generator().manual_seed(sample_seed)
         # n_samples x latent_dim; a buffer, so it moves with the module and lives in the checkpoint.
         self.register_buffer("sample_z", torch.randn(n_samples, latent_dim, generator=fixed))
@@ -89,19 +206,39 @@ class DCGAN(L.LightningModule):
         # z: N x latent_dim -> N x 3 x 128 x 128 images in [0, 1]
         return self.generator(z)
 
+    def train(self, mode: bool = True) -> DCGAN:
+        super().train(mode)
+        if self.generator_ema is not None:  # its BatchNorm statistics come from G, not batches
+            self.generator_ema.eval()
+        return self
+
     def _layout(self, images: torch.Tensor) -> torch.Tensor:
         """`images` in the memory format D's weights use (NHWC with channels_last)."""
         if self.hparams.channels_last:
             return images.contiguous(memory_format=torch.channels_last)
         return images
 
+    def _augment(self, images: torch.Tensor) -> torch.Tensor:
+        return diffaugment(images, self.augments) if self.augments else images
+
     def _judge(self, images: torch.Tensor) -> torch.Tensor:
-        """Discriminator logits (N, float32) for N x 3 x 128 x 128 images."""
-        return self.discriminator(self._layout(images)).float()
+        """Discriminator logits (N, float32) for N x 3 x 128 x 128 images (augmented if on)."""
+        return self.discriminator(self._layout(self._augment(images))).float()
 
     def _features(self, images: torch.Tensor) -> torch.Tensor:
-        """D's last conv block output (N x 64*13*13, float32), before its final dropout."""
-        return self.discriminator.features[:-1](self._layout(images)).float().flatten(1)
+        """D's last conv block output (N x C*H*W, float32; 64*13*13 for seed_cnn)."""
+        x = self._layout(self._augment(images))
+        return self.discriminator.conv_features(x).float().flatten(1)
+
+    @torch.no_grad()
+    def _update_ema(self) -> None:
+        """generator_ema <- decay * generator_ema + (1 - decay) * generator; buffers copied."""
+        ema, live = self.generator_ema, self.generator
+        ema_params = [p for p in ema.parameters()]
+        live_params = [p.detach() for p in live.parameters()]
+        torch._foreach_lerp_(ema_params, live_params, 1.0 - self.hparams.g_ema)
+        for mine, theirs in zip(ema.buffers(), live.buffers(), strict=True):
+            mine.copy_(theirs)  # BatchNorm running statistics of the live generator
 
     def _noise(self, n: int) -> torch.Tensor:
         return torch.randn(n, self.hparams.latent_dim, device=self.device)
@@ -169,6 +306,8 @@ class DCGAN(L.LightningModule):
             opt_g.zero_grad()
             self.manual_backward(g_loss)
             opt_g.step()
+        if self.generator_ema is not None:
+            self._update_ema()
 
         probs = logits.detach().sigmoid()
         metrics = {
@@ -180,17 +319,31 @@ class DCGAN(L.LightningModule):
         self.log_dict(metrics, on_step=True, on_epoch=True, prog_bar=True, batch_size=n)
 
     @torch.no_grad()
-    def sample(self, z: torch.Tensor | None = None) -> torch.Tensor:
-        """Images (float32 on the CPU, N x 3 x 128 x 128 in [0, 1]) for `z`, or the fixed noise."""
+    def sample(self, z: torch.Tensor | None = None, ema: bool = True) -> torch.Tensor:
+        """Images (float32 on the CPU, N x 3 x 128 x 128 in [0, 1]) for `z`, or the fixed noise.
+
+        Drawn by the averaged generator when model.g_ema is on (and `ema`), else by G, in eval
+        mode (BatchNorm with its running statistics; the same image for a z in any batch).
+        """
         z = self.sample_z if z is None else z.to(self.device)
-        return self.generator(z).float().cpu().contiguous()  # NCHW again, for saving
+        net = self.generator_ema if ema and self.generator_ema is not None else self.generator
+        was_training = net.training
+        net.eval()
+        try:
+            return net(z).float().cpu().contiguous()  # NCHW again, for saving
+        finally:
+            net.train(was_training and net is self.generator)
 
     def on_train_epoch_end(self) -> None:
         if not self.trainer.is_global_zero:
             return
+        epoch, every = self.current_epoch, self.hparams.sample_every
+        max_epochs = self.trainer.max_epochs or -1  # -1: no epoch limit (max_time, max_steps)
+        last = self.trainer.should_stop or 0 < max_epochs <= epoch + 1
+        if epoch % every and not last:
+            return
         images = self.sample()
         grid = sample_grid(images)
-        epoch = self.current_epoch
         out = Path(self.trainer.default_root_dir) / "samples"
         (out / f"epoch_{epoch:03d}").mkdir(parents=True, exist_ok=True)
         torchvision.utils.save_image(grid, out / f"epoch_{epoch:03d}.png")
@@ -204,6 +357,8 @@ class DCGAN(L.LightningModule):
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
         hp = self.hparams
         betas = tuple(hp.betas)
-        opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=hp.lr, betas=betas)
-        opt_g = torch.optim.Adam(self.generator.parameters(), lr=hp.lr, betas=betas)
+        lr_d = hp.get("lr_d") or hp.lr  # .get: checkpoints from before these keys
+        lr_g = hp.get("lr_g") or hp.lr
+        opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=lr_d, betas=betas)
+        opt_g = torch.optim.Adam(self.generator.parameters(), lr=lr_g, betas=betas)
         return [opt_d, opt_g]  # the order training_step steps them in

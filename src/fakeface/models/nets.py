@@ -5,6 +5,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from fakeface.errors import ConfigError
+
+G_NORMS = ("none", "batch")
+
 
 def _seed_features(in_channels: int = 3) -> nn.Sequential:
     """The original's three conv blocks ("valid" padding, ReLU before BatchNorm)."""
@@ -67,16 +71,25 @@ class Generator(nn.Module):
 
     Args:
         latent_dim: size of the noise vector (128 in the original).
+        norm: `none` (the original) or `batch`: BatchNorm after the projection and after each
+            transposed convolution, before its LeakyReLU (the DCGAN paper's generator).
     """
 
-    def __init__(self, latent_dim: int = 128) -> None:
+    def __init__(self, latent_dim: int = 128, norm: str = "none") -> None:
         super().__init__()
+        if norm not in G_NORMS:
+            raise ConfigError(f"model.g_norm={norm!r}: use one of {', '.join(G_NORMS)}")
         self.latent_dim = latent_dim
         self.project = nn.Linear(latent_dim, 8 * 8 * 128)  # no activation here, as the original
+        # norm=none keeps the original's layers (and its state-dict keys) exactly.
+        self.project_norm = nn.BatchNorm2d(128) if norm == "batch" else nn.Identity()
         layers: list[nn.Module] = []
         channels = 128
         for out in (64, 128, 64, 64):  # 8 -> 16 -> 32 -> 64 -> 128 pixels
-            layers += [nn.ConvTranspose2d(channels, out, 4, stride=2, padding=1), nn.LeakyReLU(0.2)]
+            layers.append(nn.ConvTranspose2d(channels, out, 4, stride=2, padding=1))
+            if norm == "batch":  # the DCGAN paper's order: convolution, BatchNorm, activation
+                layers.append(nn.BatchNorm2d(out))
+            layers.append(nn.LeakyReLU(0.2))
             channels = out
         layers += [nn.Conv2d(channels, 3, 5, padding=2), nn.Sigmoid()]
         self.upsample = nn.Sequential(*layers)
@@ -107,14 +120,14 @@ class Generator(nn.Module):
                 # structure, not full-strength pixel noise that D rejects at once (and that G
                 # then spends its first hundreds of steps smoothing away).
                 g = 0.1
-            else:
+            else:  # BatchNorm keeps PyTorch's init (weight 1, bias 0)
                 continue
             module.weight.normal_(0.0, g / fan_in**0.5)
             module.bias.zero_()
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         # z: N x latent_dim -> N x 3 x 128 x 128 in [0, 1], like the training images
-        return self.upsample(self.project(z).view(-1, 128, 8, 8))
+        return self.upsample(self.project_norm(self.project(z).view(-1, 128, 8, 8)))
 
 
 class Discriminator(SeedCNN):
@@ -125,3 +138,47 @@ class Discriminator(SeedCNN):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return super().forward(x).squeeze(1)  # N logits
+
+    def conv_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The last conv block's output (N x 64 x 13 x 13 at 128 px), before its dropout."""
+        return self.features[:-1](x)
+
+
+class DCGANDiscriminator(nn.Module):
+    """The DCGAN paper's discriminator (Radford et al. 2016) for 128 x 128 images, one logit.
+
+    Strided 4x4 convolutions halve the side four times (128 -> 8) while the width doubles
+    (64 -> 512); BatchNorm on every block but the first, LeakyReLU(0.2), no pooling, no dropout,
+    no dense layer; an 8x8 convolution turns the 8 x 8 map into one logit (2.8 M parameters).
+
+    Args:
+        width: channels of the first block (64 in the paper).
+    """
+
+    def __init__(self, width: int = 64, image_size: int = 128) -> None:
+        super().__init__()
+        if image_size != 128:
+            raise ConfigError(f"image_size={image_size}: the DCGAN discriminator takes 128 x 128")
+        layers: list[nn.Module] = []
+        channels = 3
+        for i, out in enumerate((width, 2 * width, 4 * width, 8 * width)):
+            layers.append(nn.Conv2d(channels, out, 4, stride=2, padding=1, bias=i == 0))
+            if i > 0:  # the paper leaves the first block (on raw pixels) unnormalised
+                layers.append(nn.BatchNorm2d(out))
+            layers.append(nn.LeakyReLU(0.2, inplace=True))
+            channels = out
+        self.features = nn.Sequential(*layers)  # N x 3 x 128 x 128 -> N x 8w x 8 x 8
+        self.head = nn.Conv2d(channels, 1, 8)  # 8 x 8 -> 1 x 1
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):  # the paper's N(0, 0.02)
+                nn.init.normal_(module.weight, 0.0, 0.02)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # x: N x 3 x 128 x 128 in [0, 1] -> N logits
+        return self.head(self.features(x)).flatten()
+
+    def conv_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The last conv block's output (N x 8w x 8 x 8)."""
+        return self.features(x)
