@@ -331,3 +331,146 @@ def test_generate_errors_name_the_problem(run_dir: Path, tmp_path: Path) -> None
         "fakeface: error: ckpt=nope.ckpt: no such file; give a DCGAN checkpoint, e.g. "
         "outputs/dcgan/runs/<timestamp>/checkpoints/last.ckpt"
     )
+
+
+# --- The recipe options of experiment=dcgan_faces: each one trains, each bad value is one line.
+
+OPTIONS = [
+    {"discriminator": "dcgan"},
+    {"diffaugment": "color,translation,cutout"},
+    {"g_ema": 0.9},
+    {"lr_g": 1e-4, "lr_d": 4e-4},
+    {"g_norm": "batch"},
+]
+
+
+@pytest.mark.parametrize("option", OPTIONS, ids=lambda o: "-".join(map(str, o)))
+def test_each_recipe_option_trains_one_step(option: dict, tmp_path: Path) -> None:
+    L.seed_everything(0)
+    model = DCGAN(**option)
+    before = {k: v.detach().clone() for k, v in model.named_parameters()}
+    trainer = tiny_trainer(tmp_path, "bf16-mixed", batches=1)
+    trainer.fit(model, random_faces(2))
+    changed = {k for k, v in model.named_parameters() if not torch.equal(v, before[k])}
+    assert {k for k in before if k.startswith("generator.")} <= changed
+    assert {k for k in before if k.startswith("discriminator.")} <= changed
+    assert torch.isfinite(trainer.callback_metrics["train/g_loss_epoch"])
+    assert torch.isfinite(model.sample()).all()
+
+
+def test_ttur_learning_rates_reach_the_optimizers() -> None:
+    opt_d, opt_g = DCGAN(lr=1e-4, lr_g=5e-5, lr_d=3e-4).configure_optimizers()
+    assert opt_d.param_groups[0]["lr"] == 3e-4 and opt_g.param_groups[0]["lr"] == 5e-5
+    opt_d, opt_g = DCGAN(lr=2e-4).configure_optimizers()  # null: both take model.lr
+    assert opt_d.param_groups[0]["lr"] == opt_g.param_groups[0]["lr"] == 2e-4
+
+
+def test_g_ema_averages_the_generator_and_draws_the_samples(tmp_path: Path) -> None:
+    L.seed_everything(0)
+    model = DCGAN(g_ema=0.5, g_norm="batch")
+    start = [p.detach().clone() for p in model.generator_ema.parameters()]
+    trainer = tiny_trainer(tmp_path, "32-true", batches=1)
+    trainer.fit(model, random_faces(2))
+    live, ema = list(model.generator.parameters()), list(model.generator_ema.parameters())
+    for s, g, e in zip(start, live, ema, strict=True):  # one G step: ema = (start + G) / 2
+        assert torch.allclose(e, (s + g) / 2, atol=1e-6)
+    assert not any(p.requires_grad for p in ema) and not model.generator_ema.training
+    assert torch.equal(model.generator_ema.project_norm.running_mean,
+                       model.generator.project_norm.running_mean)  # fmt: skip
+    assert not torch.equal(model.sample(), model.sample(ema=False))
+    path = tmp_path / "ema.ckpt"
+    trainer.save_checkpoint(path)
+    loaded = DCGAN.load_from_checkpoint(path, map_location="cpu")  # no Hydra
+    assert torch.equal(loaded.sample(), model.sample())
+
+
+def test_diffaugment_is_differentiable_and_changes_each_image() -> None:
+    from fakeface.models.dcgan import diffaugment
+
+    torch.manual_seed(0)
+    x = torch.rand(4, 3, 32, 32, requires_grad=True)
+    y = diffaugment(x, ("color", "translation", "cutout"))
+    assert y.shape == x.shape
+    y.sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    # translation alone moves pixels without changing them; cutout alone zeroes a square
+    flat = torch.ones(8, 3, 32, 32)
+    moved = diffaugment(flat, ("translation",))
+    assert set(moved.unique().tolist()) <= {0.0, 1.0}
+    holes = diffaugment(flat, ("cutout",))
+    assert (holes == 0).flatten(1).sum(1).min() > 0  # every image lost a patch
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        ({"discriminator": "resnet"}, "model.discriminator='resnet': use one of seed_cnn, dcgan"),
+        ({"diffaugment": "color,flip"}, "model.diffaugment='color,flip': unknown flip"),
+        ({"g_norm": "layer"}, "model.g_norm='layer': use one of none, batch"),
+        ({"g_ema": 1.5}, "model.g_ema=1.5: give a decay in (0, 1)"),
+    ],
+)
+def test_unknown_recipe_option_is_a_config_error(option: dict, message: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        DCGAN(**option)
+    assert str(err.value).startswith(message) and "\n" not in str(err.value)
+
+
+def test_unknown_option_on_the_command_line_is_one_line(tmp_path: Path) -> None:
+    command = [
+        sys.executable, "-m", "fakeface.train", "experiment=dcgan_faces",
+        f"data.root={tmp_path}", "model.discriminator=resnet",
+    ]  # fmt: skip
+    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    (line,) = [x for x in result.stderr.splitlines() if "error" in x]  # after "Seed set to 42"
+    assert line.startswith("fakeface: error: model.discriminator='resnet': use one of")
+
+
+def test_experiment_dcgan_faces_trains_on_every_real_photo(tmp_path: Path) -> None:
+    faces = tmp_path / "faces"
+    make_face_folder(faces, per_class=3, size=128, splits=("flat",))
+    folder = faces / "flat"  # a class-folder dataset: flat/real, flat/fake
+    out = tmp_path / "run"
+    cfg = dcgan_cfg(folder, out, "trainer.precision=32-true", experiment="dcgan_faces")
+    # last.ckpt every 25 epochs (docs/dcgan.md): a one-epoch run must ask for it every epoch
+    assert cfg.callbacks.last_checkpoint.every_n_epochs == 25
+    cfg.callbacks.last_checkpoint.every_n_epochs = 1
+    assert cfg.model.discriminator == "dcgan" and cfg.model.g_norm == "batch"
+    assert cfg.model.diffaugment == "color,translation,cutout" and cfg.model.g_ema == 0.999
+    assert list(cfg.data.split_fractions) == [1.0, 0.0, 0.0] and cfg.data.classes == ["real"]
+    metrics = train(cfg)
+    assert metrics["epochs"] == 1
+    split = (out / "split.csv").read_text()
+    assert split.count("/real/") == 3 and ",train" in split and ",valid" not in split
+    assert (out / "samples" / "epoch_000.png").is_file()  # the first (and last) epoch
+    model = load_dcgan(out / "checkpoints" / "last.ckpt")
+    assert model.generator_ema is not None and model.hparams.discriminator == "dcgan"
+
+
+def test_old_checkpoints_without_the_new_keys_still_load(run_dir: Path, tmp_path: Path) -> None:
+    checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    new = ("discriminator", "diffaugment", "g_ema", "lr_g", "lr_d", "g_norm", "sample_every")
+    for key in new:  # as written before these options existed
+        checkpoint["hyper_parameters"].pop(key, None)
+    old = tmp_path / "old.ckpt"
+    torch.save(checkpoint, old)
+    model = DCGAN.load_from_checkpoint(old, map_location="cpu")
+    assert model.generator_ema is None and model.hparams.discriminator == "seed_cnn"
+    assert isinstance(model.discriminator, Discriminator)
+
+
+def test_generate_report_writes_json_and_markdown(run_dir: Path, tmp_path: Path) -> None:
+    from fakeface.generate import report
+
+    reference = make_face_folder(tmp_path / "ref", per_class=3, size=96, splits=("all",))
+    paths = generate(run_dir / "checkpoints" / "last.ckpt", n=4, out=tmp_path / "gen")
+    result = report(paths, reference / "all" / "real", tmp_path / "gen")
+    saved = json.loads((tmp_path / "gen" / "report.json").read_text())
+    assert saved["n_samples"] == 4 and saved["n_reference"] == 3
+    assert saved["diversity_ratio"] == pytest.approx(result["diversity_ratio"])
+    assert "| diversity ratio |" in (tmp_path / "gen" / "report.md").read_text()
+    command = [sys.executable, "-m", "fakeface.generate", "ckpt=x.ckpt", "report=true"]
+    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1
+    assert result.stderr.strip().startswith("fakeface: error: report=true needs reference=")
