@@ -9,7 +9,8 @@ import pytest
 import torch
 from lightning.pytorch.plugins.precision import Precision
 
-from fakeface.models.classifier import CNNClassifier, recalibrate_batchnorm
+from fakeface.errors import ConfigError
+from fakeface.models.classifier import CNNClassifier, precise_bn_batches, recalibrate_batchnorm
 
 
 def test_recalibration_sets_population_statistics_with_dropout_off() -> None:
@@ -97,3 +98,35 @@ def test_experiment_detector_trains_and_exports_its_final_weights(tmp_path: Path
     assert Path(metrics["best_checkpoint"]).name == "last.ckpt"
     assert torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 1
     assert (out / "classifier.ts").is_file() and "test" in metrics
+
+
+def test_precise_bn_share_counts_batches_of_the_epoch() -> None:
+    assert precise_bn_batches(0.02, 3125) == 63  # the 140k train split at batch 32
+    assert precise_bn_batches(0.02, 13) == 1  # never fewer than one batch
+    assert precise_bn_batches(0.25, 10) == 3  # rounded up
+    assert precise_bn_batches(50, 13) == 50 and precise_bn_batches(0, 13) == 0
+    for bad in (-1, 1.5, 0.0, True, "all"):
+        with pytest.raises(ConfigError, match="model.bn_recalibration_batches"):
+            CNNClassifier(bn_recalibration_batches=bad)
+
+
+def test_precise_bn_share_reestimates_over_that_share_in_a_fit(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import lightning as L
+
+    import fakeface.models.classifier as classifier
+
+    used: list[int] = []
+    monkeypatch.setattr(
+        classifier, "recalibrate_batchnorm", lambda m, t, batches: used.append(batches)
+    )
+    data = torch.utils.data.TensorDataset(torch.rand(32, 3, 128, 128), torch.arange(32) % 2)
+    loader = torch.utils.data.DataLoader(data, batch_size=4)  # 8 batches per epoch
+    trainer = L.Trainer(
+        max_epochs=2, accelerator="cpu", logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+        limit_val_batches=1, default_root_dir=tmp_path,
+    )  # fmt: skip
+    trainer.fit(CNNClassifier(bn_recalibration_batches=0.25), loader, loader)
+    assert used == [2, 2]  # a quarter of 8 batches, before each epoch's validation

@@ -178,6 +178,10 @@ def test_two_job_multirun_makes_two_run_directories(face_folder: Path, tmp_path:
     runs = sorted((tmp_path / "outputs" / "cnn" / "multiruns").glob("*/*/metrics.json"))
     assert len(runs) == 2
     assert not list(tmp_path.rglob("tensorboard"))
+    # Before training, each run says what it will do, then how long it will take (train.log).
+    log = (runs[0].parent / "train.log").read_text()
+    assert "fit: 2 training batches per epoch x 1 epochs" in log
+    assert "training images/s over 1 batches" in log and "the fit ends in about" in log
     lrs = sorted(json.loads(p.read_text())["history"][0]["lr"] for p in runs)
     assert lrs == [0.01, 0.1]
 

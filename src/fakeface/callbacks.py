@@ -4,6 +4,7 @@ metrics.json; crash-safe checkpoints (atomic writes, a `last.ckpt` on Ctrl-C or 
 from __future__ import annotations
 
 import logging
+import math
 import os
 import time
 from pathlib import Path
@@ -135,3 +136,73 @@ class History(Callback):
             if key.startswith(("train/", "val/")) and not key.endswith("_step"):
                 row[key.removesuffix("_epoch")] = float(value)
         self.epochs.append(row)
+
+
+class RunEstimate(Callback):
+    """Log what the fit will do before it starts, then how long it will take once measured.
+
+    Two estimates, each logged once per fit: the training rate after the first few batches (the
+    first batch, which pays for warm-up, is not timed), then the whole first epoch (validation
+    and precise BN included) times the epochs left.
+
+    Args:
+        batches: training batches to time for the first estimate.
+    """
+
+    def __init__(self, batches: int = 10) -> None:
+        self.batches = batches
+        self._start = self._epoch_start = 0.0
+        self._rate_logged = self._epoch_logged = False
+
+    def on_train_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        self._rate_logged = self._epoch_logged = not trainer.is_global_zero
+        if not trainer.is_global_zero:
+            return
+        val = sum(trainer.num_val_batches) if trainer.num_val_batches else 0
+        log.info(
+            "fit: %s training batches per epoch x %d epochs (epochs %d-%d), %s validation "
+            "batches per epoch, precision %s",
+            trainer.num_training_batches, trainer.max_epochs - trainer.current_epoch,
+            trainer.current_epoch + 1, trainer.max_epochs, val, trainer.precision,
+        )  # fmt: skip
+
+    def on_train_epoch_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        self._epoch_start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:  # noqa: ANN001
+        if self._rate_logged:
+            return
+        if batch_idx == 0:
+            self._start = time.perf_counter()  # timing starts after the warm-up batch
+            return
+        per_epoch = trainer.num_training_batches
+        if batch_idx < min(self.batches, per_epoch - 1) or not math.isfinite(per_epoch):
+            return
+        self._rate_logged = True
+        per_batch = (time.perf_counter() - self._start) / batch_idx
+        left = per_batch * (
+            per_epoch * (trainer.max_epochs - trainer.current_epoch) - batch_idx - 1
+        )
+        log.info(
+            "measured %.1f training images/s over %d batches: training alone needs about %s "
+            "more; validation, precise BN and the test come on top",
+            len(batch[0]) / per_batch, batch_idx, _duration(left),
+        )  # fmt: skip
+
+    def on_validation_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        if self._epoch_logged or trainer.sanity_checking or not self._epoch_start:
+            return
+        self._epoch_logged = True
+        epoch = time.perf_counter() - self._epoch_start
+        left = epoch * (trainer.max_epochs - trainer.current_epoch - 1)
+        log.info(
+            "epoch %d took %s with validation: the fit ends in about %s",
+            trainer.current_epoch + 1, _duration(epoch), _duration(left),
+        )  # fmt: skip
+
+
+def _duration(seconds: float) -> str:
+    """3.2 min / 45 s / 1.5 h: a duration as people read it."""
+    if seconds >= 5400:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 60:.1f} min" if seconds >= 90 else f"{seconds:.0f} s"

@@ -12,6 +12,7 @@ import torchvision
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch import nn
 
+from fakeface.errors import ConfigError
 from fakeface.models.nets import SeedCNN
 from fakeface.plots import confusion_figure
 
@@ -45,6 +46,27 @@ def _metrics(stage: str) -> torchmetrics.MetricCollection:
         },
         prefix=f"{stage}/",
     )
+
+
+def check_precise_bn(setting: int | float) -> None:
+    """ConfigError unless `setting` is a whole number >= 0 or a share in (0, 1]."""
+    share = isinstance(setting, float) and 0 < setting <= 1
+    count = isinstance(setting, int) and not isinstance(setting, bool) and setting >= 0
+    if not (share or count):
+        raise ConfigError(
+            f"model.bn_recalibration_batches={setting!r}: give a number of batches (e.g. 50, "
+            "0 = off) or a share of the epoch's training batches in (0, 1] (e.g. 0.02)"
+        )
+
+
+def precise_bn_batches(setting: int | float, epoch_batches: float) -> int:
+    """Training batches precise BN averages over: an int as given, a share of the epoch rounded
+    up to at least one batch (50 batches when the epoch length is unknown)."""
+    if isinstance(setting, int):
+        return setting
+    if not math.isfinite(epoch_batches):
+        return 50
+    return max(1, math.ceil(setting * epoch_batches))
 
 
 @torch.no_grad()
@@ -95,8 +117,9 @@ class CNNClassifier(L.LightningModule):
         label_smoothing: cross-entropy label smoothing on the training loss.
         channels_last: run convolutions in NHWC, the fast layout for bf16 on CPU and GPU.
         bn_recalibration_batches: before each validation, re-estimate the BatchNorm running
-            statistics over this many training batches with the weights frozen and dropout off
-            ("precise BN"); 0 keeps the running averages from training.
+            statistics over training batches with the weights frozen and dropout off ("precise
+            BN"): an int is a number of batches, a float in (0, 1] a share of the epoch's batches
+            (at least one); 0 keeps the running averages from training.
     """
 
     def __init__(
@@ -114,7 +137,7 @@ class CNNClassifier(L.LightningModule):
         plateau_min_delta: float = 1e-4,
         label_smoothing: float = 0.0,
         channels_last: bool = True,
-        bn_recalibration_batches: int = 50,
+        bn_recalibration_batches: int | float = 0.02,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -122,6 +145,7 @@ class CNNClassifier(L.LightningModule):
             raise ValueError(f"model.optimizer={optimizer!r}: use one of {', '.join(OPTIMIZERS)}")
         if scheduler not in SCHEDULERS:
             raise ValueError(f"model.scheduler={scheduler!r}: use one of {', '.join(SCHEDULERS)}")
+        check_precise_bn(bn_recalibration_batches)
         self.net = build_net(arch, image_size)
         if channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
@@ -164,7 +188,10 @@ class CNNClassifier(L.LightningModule):
         trainer = self.trainer
         if trainer.sanity_checking or trainer.state.fn != "fit" or trainer.train_dataloader is None:
             return  # only between training epochs: trainer.validate() keeps the stats it was given
-        recalibrate_batchnorm(self, trainer, self.hparams.bn_recalibration_batches)
+        batches = precise_bn_batches(
+            self.hparams.bn_recalibration_batches, trainer.num_training_batches
+        )
+        recalibrate_batchnorm(self, trainer, batches)
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         self._eval_step(batch, "val")
