@@ -5,11 +5,15 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
+import pytest
 import torch
 from PIL import Image
 
-from fakeface.data.cache import DeviceBatches
+from fakeface.data import cache
+from fakeface.data.cache import DeviceBatches, chunk_size, load_or_build
 from fakeface.data.datamodule import FaceDataModule
+from fakeface.preprocess import load_image, resize_rgb
 
 
 def _batches(dm: FaceDataModule, split: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -67,3 +71,27 @@ def test_device_batches_shuffle_flip_and_shard(face_folder: Path, tmp_path: Path
         assert any(torch.equal(image, p) or torch.equal(image, p.flip(-1)) for p in plain)
     halves = [DeviceBatches(decoded, 4, "cpu", shuffle=False, rank=r, world_size=2) for r in (0, 1)]
     assert [len(h.labels) for h in halves] == [6, 6]
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_chunked_build_writes_each_kept_image_in_order(
+    face_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, workers: int
+) -> None:
+    # Chunks of at most 5 images: the two unreadable files sit in different chunks.
+    monkeypatch.setattr(cache, "CHUNK", 5)
+    frame = FaceDataModule(root=str(face_folder), num_workers=workers).index("train")
+    for bad in (2, 11):
+        Path(frame["image_path"].iloc[bad]).write_bytes(b"not a jpeg")
+    decoded = load_or_build(frame, tmp_path / "c", 32, num_workers=workers)
+    rows = [i for i in range(len(frame)) if i not in (2, 11)]
+    assert decoded.rows.tolist() == rows and decoded.pixels.shape == (len(rows), 32, 32, 3)
+    for kept, row in enumerate(rows):
+        expected = resize_rgb(load_image(frame["image_path"].iloc[row]), 32)
+        assert np.array_equal(decoded.pixels[kept], expected)
+    assert decoded.labels.tolist() == frame["label"].to_numpy()[rows].tolist()
+
+
+def test_chunk_size_keeps_every_worker_busy() -> None:
+    assert chunk_size(100_000, 16) == cache.CHUNK
+    assert chunk_size(12, 2) == 2  # 6 chunks for 2 workers
+    assert chunk_size(1, 0) == 1

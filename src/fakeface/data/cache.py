@@ -13,6 +13,7 @@ import hashlib
 import json
 import logging
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,21 +52,44 @@ def fingerprint(frame: pd.DataFrame, size: int) -> str:
     return digest.hexdigest()
 
 
-class _Decode(Dataset):
-    """Decode + resize one file to uint8 pixels; unreadable files come back as None."""
+CHUNK = 256  # images one worker decodes and writes as one contiguous block of the cache
 
-    def __init__(self, paths: list[str], size: int) -> None:
-        self.paths, self.size = paths, size
+
+class _DecodeChunks(Dataset):
+    """Item c: decode + resize images [c * chunk, (c + 1) * chunk) straight into rows of the
+    memory-mapped cache file; returns (first row, kept mask: False for unreadable files).
+
+    The worker writes its block into the file itself (the mapping is shared through the page
+    cache), so no pixels cross a process boundary and nothing needs /dev/shm.
+    """
+
+    def __init__(self, paths: list[str], size: int, file: Path, chunk: int) -> None:
+        self.paths, self.size, self.file, self.chunk = paths, size, file, chunk
+        self._pixels: np.ndarray | None = None  # opened once in each process that reads items
 
     def __len__(self) -> int:
-        return len(self.paths)
+        return -(-len(self.paths) // self.chunk)
 
-    def __getitem__(self, i: int) -> np.ndarray | None:
-        try:
-            return resize_rgb(load_image(self.paths[i]), self.size)
-        except BadImageError as err:
-            log.warning("cache: skipping unreadable image: %s", err)
-            return None
+    def __getitem__(self, c: int) -> tuple[int, np.ndarray]:
+        if self._pixels is None:
+            self._pixels = np.load(self.file, mmap_mode="r+")
+        start = c * self.chunk
+        paths = self.paths[start : start + self.chunk]
+        block = np.empty((len(paths), self.size, self.size, 3), np.uint8)
+        kept = np.ones(len(paths), dtype=bool)
+        for j, path in enumerate(paths):
+            try:
+                block[j] = resize_rgb(load_image(path), self.size)
+            except BadImageError as err:
+                log.warning("cache: skipping unreadable image: %s", err)
+                kept[j] = False
+        self._pixels[start : start + len(paths)] = block  # one contiguous write
+        return start, kept
+
+
+def chunk_size(n: int, workers: int) -> int:
+    """Images per decoding chunk: CHUNK, smaller for small splits so every worker gets ~4."""
+    return max(1, min(CHUNK, -(-n // max(1, 4 * workers))))
 
 
 @dataclass
@@ -102,33 +126,66 @@ def _open(folder: Path) -> DecodedSplit:
 
 
 def _build(frame: pd.DataFrame, folder: Path, size: int, num_workers: int) -> None:
-    from rich.progress import track
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     n = len(frame)
     tmp = folder / "pixels.tmp.npy"
     pixels = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(n, size, size, 3))
+    del pixels  # the header is written; workers map the file and fill their own rows
+    chunk = chunk_size(n, num_workers)
     loader = DataLoader(
-        _Decode(frame["image_path"].tolist(), size),
-        batch_size=None,  # one image at a time; None passes straight through
+        _DecodeChunks(frame["image_path"].tolist(), size, tmp, chunk),
+        batch_size=None,  # one chunk per item: (first row, kept mask)
         num_workers=num_workers,
     )
-    kept: list[int] = []
     split = frame["split"].iloc[0]
-    for i, image in enumerate(track(loader, total=n, description=f"caching {split}")):
-        if image is not None:
-            pixels[len(kept)] = np.asarray(image)
-            kept.append(i)
-    pixels.flush()
-    del pixels
-    if len(kept) < n:  # drop the unused tail left by unreadable files
-        full = np.load(tmp, mmap_mode="r")
-        np.save(folder / "pixels.tmp2.npy", full[: len(kept)])
-        del full
+    kept = np.ones(n, dtype=bool)
+    start_time = time.perf_counter()
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("[progress.percentage]{task.percentage:>3.0f}%"),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, transient=False) as progress:
+        task = progress.add_task(f"caching {split}", total=n)
+        for start, mask in loader:
+            kept[start : start + len(mask)] = np.asarray(mask)
+            progress.advance(task, len(mask))
+    seconds = time.perf_counter() - start_time
+    rate = n / max(seconds, 1e-9)
+    log.info(
+        "cache: %s, %d images in %.1f s (%.0f img/s, %d workers)",
+        split,
+        n,
+        seconds,
+        rate,
+        num_workers,
+    )
+    rows = np.flatnonzero(kept)
+    if len(rows) < n:  # unreadable files left holes: move the kept rows up, drop the tail
+        pixels = np.load(tmp, mmap_mode="r+")
+        for start in range(0, n, chunk):  # forward, chunk by chunk: never reads a moved row
+            block = rows[(rows >= start) & (rows < start + chunk)]
+            first = np.searchsorted(rows, start)
+            pixels[first : first + len(block)] = pixels[block]
+        pixels.flush()
+        np.save(folder / "pixels.tmp2.npy", pixels[: len(rows)])
+        del pixels
         os.replace(folder / "pixels.tmp2.npy", tmp)
     os.replace(tmp, folder / "pixels.npy")  # atomic: a crash never leaves a half cache in place
-    rows = np.asarray(kept, dtype=np.int64)
     np.save(folder / "labels.npy", frame["label"].to_numpy()[rows])
-    np.save(folder / "rows.npy", rows)
+    np.save(folder / "rows.npy", rows.astype(np.int64))
 
 
 class CachedDataset(Dataset):
