@@ -1,0 +1,175 @@
+"""The fast training step: same losses as the plain recipe, compile/CUDA-graph fallbacks, precision."""
+
+from __future__ import annotations
+
+import logging
+
+import lightning as L
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, TensorDataset
+
+from fakeface.errors import ConfigError
+from fakeface.modelfile import fast_dtype, precision_dtype
+from fakeface.models import classifier
+from fakeface.models.classifier import CNNClassifier
+from fakeface.precision import resolve_precision
+
+STEPS, BATCH, SIZE = 6, 8, 64
+
+
+def _data(seed: int = 0) -> TensorDataset:
+    g = torch.Generator().manual_seed(seed)
+    return TensorDataset(
+        torch.rand(STEPS * BATCH, 3, SIZE, SIZE, generator=g), torch.arange(STEPS * BATCH) % 2
+    )
+
+
+class _Losses(L.Callback):
+    """Every step's loss, and the same dropout draws for every run (seeded at the first step)."""
+
+    def __init__(self) -> None:
+        self.losses: list[float] = []
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx) -> None:  # noqa: ANN001
+        if batch_idx == 0:
+            torch.manual_seed(1)
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:  # noqa: ANN001
+        self.losses.append(float(outputs["loss"]))
+
+
+def _fit(model: CNNClassifier, accelerator: str = "cpu") -> tuple[list[float], L.Trainer]:
+    losses = _Losses()
+    trainer = L.Trainer(
+        accelerator=accelerator,
+        devices=1,
+        max_epochs=1,
+        limit_val_batches=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        log_every_n_steps=1,
+        callbacks=[losses],
+    )
+    trainer.fit(model, DataLoader(_data(), batch_size=BATCH))
+    return losses.losses, trainer
+
+
+def _model(**kwargs: object) -> CNNClassifier:
+    torch.manual_seed(0)
+    return CNNClassifier(image_size=SIZE, scheduler="none", **kwargs)
+
+
+def test_training_step_equals_the_plain_sgd_recipe() -> None:
+    """The step (one fused/foreach SGD update, no per-step sync) gives the losses of a plain
+    PyTorch loop with the per-parameter SGD of the original recipe."""
+    model = _model()
+    reference = _model()
+    pairs = zip(model.parameters(), reference.parameters(), strict=True)
+    assert all(torch.equal(a, b) for a, b in pairs)
+    losses, trainer = _fit(model)
+    optimizer = trainer.optimizers[0]
+    assert optimizer.defaults["foreach"] is True  # a CPU: multi-tensor ops (fused on CUDA)
+
+    sgd = torch.optim.SGD(reference.parameters(), lr=0.01, foreach=False)
+    reference.train()
+    batches = list(DataLoader(_data(), batch_size=BATCH))
+    torch.manual_seed(1)
+    expected = []
+    for x, y in batches:
+        loss = F.cross_entropy(reference(x), y)
+        sgd.zero_grad()
+        loss.backward()
+        sgd.step()
+        expected.append(loss.item())
+    assert losses == pytest.approx(expected, rel=1e-5, abs=1e-6)
+    assert losses[-1] != losses[0]  # it trained
+    # the same metric keys as before; the step loss stays out of the progress bar (no sync)
+    assert {"train/loss_step", "train/loss_epoch", "train/acc"} <= set(trainer.logged_metrics)
+    assert "train/loss_step" not in trainer.progress_bar_metrics
+    assert set(model.state_dict()) == set(reference.state_dict())  # checkpoints: same keys
+
+
+def test_reduce_overhead_without_cuda_trains_eagerly_and_says_so_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    eager, _ = _fit(_model())
+    with caplog.at_level(logging.WARNING, logger=classifier.__name__):
+        graphs, _ = _fit(_model(compile="reduce-overhead"))
+    warnings = [r for r in caplog.records if "reduce-overhead" in r.getMessage()]
+    assert len(warnings) == 1 and "training eagerly" in warnings[0].getMessage()
+    assert graphs == eager
+
+
+def test_a_failed_compile_falls_back_to_eager_once(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(fn: object, **kwargs: object) -> object:
+        def run(*args: object) -> None:
+            raise RuntimeError("no C++ compiler here\nmore detail")
+
+        return run
+
+    monkeypatch.setattr(torch, "compile", broken)
+    eager, _ = _fit(_model())
+    with caplog.at_level(logging.WARNING, logger=classifier.__name__):
+        fallback, _ = _fit(_model(compile="default"))
+    warnings = [r.getMessage() for r in caplog.records if "model.compile" in r.getMessage()]
+    assert warnings == [
+        "model.compile=default failed (RuntimeError: no C++ compiler here); training eagerly "
+        "from here"
+    ]
+    assert fallback == eager
+
+
+def test_compiled_step_is_traced_and_gives_the_eager_losses(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Dynamo's eager backend: the step goes through torch.compile's tracing without the C++
+    # toolchain (inductor on 2 CPU cores would take minutes)
+    calls = []
+    real = torch.compile
+
+    def traced(fn: object, **kwargs: object) -> object:
+        calls.append(kwargs)
+        return real(fn, backend="eager", dynamic=kwargs.get("dynamic"))
+
+    monkeypatch.setattr(torch, "compile", traced)
+    torch._dynamo.reset()
+    eager, _ = _fit(_model())
+    compiled, _ = _fit(_model(compile="default"))
+    assert calls == [{"mode": "default", "dynamic": False}]
+    assert compiled == pytest.approx(eager, rel=1e-5, abs=1e-6)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA device")
+def test_cuda_graph_step_gives_the_eager_losses(caplog: pytest.LogCaptureFixture) -> None:
+    torch._dynamo.reset()
+    eager, trainer = _fit(_model(), "gpu")
+    assert trainer.optimizers[0].defaults["fused"] is True
+    with caplog.at_level(logging.WARNING, logger=classifier.__name__):
+        graphs, _ = _fit(_model(compile="reduce-overhead"), "gpu")
+    assert not [r for r in caplog.records if "model.compile" in r.getMessage()]
+    # cuDNN/inductor kernels differ from eager ones in the last bits
+    assert graphs == pytest.approx(eager, rel=2e-3, abs=1e-4)
+
+
+def test_unknown_compile_mode_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="model.compile='max'"):
+        CNNClassifier(compile="max")
+
+
+def test_precision_auto_is_fp32_on_a_cpu_without_native_bf16(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for name in ("_is_amx_tile_supported", "_is_avx512_bf16_supported"):
+        monkeypatch.setattr(torch.cpu, name, lambda: False, raising=False)  # an AVX2-only CPU
+    assert resolve_precision("auto", "auto") == "32-true"
+    assert fast_dtype("cpu") is None and precision_dtype("auto", "cpu") is None
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True, raising=False)
+    assert resolve_precision("auto", "auto") == "bf16-mixed"
+    assert fast_dtype("cpu") is torch.bfloat16
