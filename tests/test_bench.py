@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from PIL import Image
 from skimage import data
 
@@ -29,6 +30,7 @@ def test_bench_measures_every_section_and_writes_bench_json(tmp_path: Path) -> N
             f"paths.output_dir={tmp_path / 'run'}",
             "bench.warmup=1",
             "bench.steps=2",
+            "bench.epoch_batches=4",  # 17 training images: the 5th batch would hold one
             "bench.data_batches=2",
             "bench.repeats=3",
             "bench.predict_batch=4",
@@ -43,6 +45,13 @@ def test_bench_measures_every_section_and_writes_bench_json(tmp_path: Path) -> N
     assert saved["machine"]["cpu_cores"] >= 1 and saved["machine"]["torch"]
     train = [r for r in saved["results"] if r["section"] == "train"]
     assert train[0]["name"] == "CNN 32-true" and "met" in train[0]
+    # the real epoch through Trainer.fit (4 batches of 4, 1 warm-up batch; a CPU: no second
+    # batch size) and the 100k-image epoch time it implies
+    epoch = [r for r in train if "epoch" in r["name"]]
+    assert [r["unit"] for r in epoch] == ["img/s", "s"]
+    assert "epoch via Trainer.fit, batch 4" in epoch[0]["name"]
+    assert epoch[1]["value"] == pytest.approx(1e5 / epoch[0]["value"], rel=0.01)
+    assert (tmp_path / "run" / "checkpoints" / "last.ckpt").is_file()  # the callbacks ran
     export = {
         r["name"].split(" (")[0]: r["value"] for r in saved["results"] if r["section"] == "export"
     }

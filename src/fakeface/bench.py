@@ -105,7 +105,8 @@ def fit_rate(
     cfg: DictConfig,
     root: Path,
 ) -> float:
-    """Training img/s: median step time over `steps` batches after `warmup` batches (Lightning)."""
+    """Training img/s: median step time over `steps` batches after `warmup` batches (Lightning);
+    the step alone, without data loading, logging or callbacks (see `epoch_rate` for those)."""
     timer = StepTimer()
     trainer = L.Trainer(
         accelerator=cfg.accelerator,
@@ -128,6 +129,73 @@ def fit_rate(
             f"bench.warmup ({cfg.warmup}) and bench.steps ({cfg.steps}) or use more data"
         )
     return median_rate(timer.durations[cfg.warmup :], timer.batch_size)
+
+
+class EpochTimer(Callback):
+    """Images/s of a real training epoch: from the start of batch `warmup` to the end of fit
+    (data loading, logging, callbacks and the epoch-end checkpoint included; no validation)."""
+
+    def __init__(self, warmup: int) -> None:
+        self.warmup, self.images, self.seconds = warmup, 0, 0.0
+        self._start: float | None = None
+
+    @staticmethod
+    def _now(module: L.LightningModule) -> float:
+        if module.device.type == "cuda":
+            torch.cuda.synchronize()
+        return time.perf_counter()
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx) -> None:  # noqa: ANN001
+        if batch_idx == self.warmup:
+            self._start = self._now(module)
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:  # noqa: ANN001
+        if self._start is not None:
+            self.images += len(batch[0])
+
+    def on_train_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        if self._start is not None:
+            self.seconds = self._now(module) - self._start
+
+    @property
+    def rate(self) -> float:
+        return self.images / self.seconds if self.seconds else float("nan")
+
+
+def epoch_rate(
+    module: L.LightningModule,
+    dm: L.LightningDataModule,
+    precision: str,
+    cfg: DictConfig,
+    root: Path,
+) -> float:
+    """Training img/s of one epoch through Trainer.fit with the training callbacks and a
+    TensorBoard logger, as `fakeface.train` runs it, validation left out."""
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    timer = EpochTimer(cfg.bench.warmup)
+    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
+    trainer = L.Trainer(
+        accelerator=cfg.bench.accelerator,
+        devices=1,
+        precision=precision,
+        max_epochs=1,
+        limit_train_batches=cfg.bench.epoch_batches,  # null: the whole training split
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+        logger=TensorBoardLogger(root / "epoch", name="tensorboard"),
+        log_every_n_steps=10,
+        enable_model_summary=False,
+        default_root_dir=root / "epoch",
+        callbacks=[*callbacks, timer],
+    )
+    trainer.fit(module, datamodule=dm)
+    if not timer.images:
+        raise ConfigError(
+            f"bench: the training epoch has no batches after bench.warmup={cfg.bench.warmup}; "
+            "lower bench.warmup or use more data"
+        )
+    return timer.rate
 
 
 def loader_rate(loader: Any, batches: int, warmup: int) -> float:
@@ -166,9 +234,9 @@ def bench_data(cfg: DictConfig, rows: list[dict]) -> None:
     rows.append(row("data", f"decoded cache, {cfg.data.num_workers} workers", rate, "img/s"))
 
 
-def resident(cfg: DictConfig) -> L.LightningDataModule:
+def resident(cfg: DictConfig, **overrides: Any) -> L.LightningDataModule:
     """The configured data, decoded once and batched on the training device: model time only."""
-    dm = instantiate(cfg.data, _convert_="all", device_resident=True)
+    dm = instantiate(cfg.data, _convert_="all", device_resident=True, **overrides)
     dm.prepare_data()
     return dm
 
@@ -178,12 +246,24 @@ def classifier(cfg: DictConfig) -> L.LightningModule:
     return instantiate(cfg.model, _convert_="all", scheduler="none")
 
 
-def bench_train(cfg: DictConfig, precisions: list[str], rows: list[dict]) -> None:
+def bench_train(cfg: DictConfig, precisions: list[str], rows: list[dict], device: str) -> None:
     dm = resident(cfg)
     for precision in precisions:
         model = classifier(cfg)
         rate = fit_rate(model, dm, precision, cfg.bench, Path(cfg.paths.output_dir))
         rows.append(row("train", f"CNN {precision}", rate, "img/s", target="train"))
+    # The honest figure: a whole epoch through Trainer.fit, at the recipe's batch size and (on a
+    # GPU) at bench.epoch_gpu_batch_size, with model.compile as configured.
+    sizes = [cfg.data.batch_size]
+    if device == "cuda" and cfg.bench.epoch_gpu_batch_size:
+        sizes.append(cfg.bench.epoch_gpu_batch_size)
+    compiled = f", compile={cfg.model.compile}" if cfg.model.get("compile") else ""
+    for size in sizes:
+        data = dm if size == cfg.data.batch_size else resident(cfg, batch_size=size)
+        rate = epoch_rate(classifier(cfg), data, precisions[-1], cfg, Path(cfg.paths.output_dir))
+        name = f"CNN {precisions[-1]} epoch via Trainer.fit, batch {size}{compiled}"
+        rows.append(row("train", name, rate, "img/s"))
+        rows.append(row("train", f"  -> a 100k-image epoch at batch {size}", 1e5 / rate, "s"))
     if cfg.bench.compile:
         model = classifier(cfg)
         model.net = torch.compile(model.net)
@@ -405,7 +485,7 @@ def bench(cfg: DictConfig) -> dict[str, Any]:
         if "data" in cfg.sections:
             bench_data(cfg, rows)
         if "train" in cfg.sections:
-            bench_train(cfg, precisions, rows)
+            bench_train(cfg, precisions, rows, device)
         model_file = (
             export_untrained(cfg, folder) if {"export", "realtime"} & set(cfg.sections) else None
         )
