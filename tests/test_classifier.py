@@ -102,8 +102,9 @@ def test_experiment_detector_trains_and_exports_its_final_weights(tmp_path: Path
 
 def test_precise_bn_share_counts_batches_of_the_epoch() -> None:
     assert precise_bn_batches(0.02, 3125) == 63  # the 140k train split at batch 32
-    assert precise_bn_batches(0.02, 13) == 1  # never fewer than one batch
-    assert precise_bn_batches(0.25, 10) == 3  # rounded up
+    assert precise_bn_batches(0.02, 100) == 16  # never fewer than 16 batches
+    assert precise_bn_batches(0.02, 13) == 13  # or the whole epoch, if shorter
+    assert precise_bn_batches(0.25, 101) == 26  # rounded up
     assert precise_bn_batches(50, 13) == 50 and precise_bn_batches(0, 13) == 0
     for bad in (-1, 1.5, 0.0, True, "all"):
         with pytest.raises(ConfigError, match="model.bn_recalibration_batches"):
@@ -121,12 +122,12 @@ def test_precise_bn_share_reestimates_over_that_share_in_a_fit(
     monkeypatch.setattr(
         classifier, "recalibrate_batchnorm", lambda m, t, batches: used.append(batches)
     )
-    data = torch.utils.data.TensorDataset(torch.rand(32, 3, 128, 128), torch.arange(32) % 2)
-    loader = torch.utils.data.DataLoader(data, batch_size=4)  # 8 batches per epoch
+    data = torch.utils.data.TensorDataset(torch.rand(64, 3, 128, 128), torch.arange(64) % 2)
+    loader = torch.utils.data.DataLoader(data, batch_size=2)  # 32 batches per epoch
     trainer = L.Trainer(
         max_epochs=2, accelerator="cpu", logger=False, enable_checkpointing=False,
         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
         limit_val_batches=1, default_root_dir=tmp_path,
     )  # fmt: skip
-    trainer.fit(CNNClassifier(bn_recalibration_batches=0.25), loader, loader)
-    assert used == [2, 2]  # a quarter of 8 batches, before each epoch's validation
+    trainer.fit(CNNClassifier(bn_recalibration_batches=0.75), loader, loader)
+    assert used == [24, 24]  # three quarters of 32 batches, before each epoch's validation

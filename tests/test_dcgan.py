@@ -232,7 +232,7 @@ def test_experiment_dcgan_defaults_are_the_originals(tmp_path: Path) -> None:
     # experiment=dcgan data=synthetic means exactly those two files: no hidden per-data recipe
     mixed = compose("train", ["experiment=dcgan", "data=synthetic", f"paths.root_dir={tmp_path}"])
     assert mixed.model.g_loss == "bce" and mixed.data.train_split == "valid"
-    assert mixed.data.root == f"{tmp_path}/data/synthetic"
+    assert mixed.data.root == f"{tmp_path}/data/synthetic-64px"
 
 
 def test_divergence_stops_training_and_keeps_the_last_good_checkpoint(

@@ -64,7 +64,7 @@ def test_inspect_cli_generates_and_reports_the_synthetic_set(tmp_path: Path) -> 
         "data.synthetic.n_train=4",
         "data.synthetic.n_valid=2",
         "data.synthetic.n_test=2",
-        "+data.synthetic.image_size=64",
+        "data.synthetic.image_size=64",
         f"paths.root_dir={tmp_path}",
         "workers=0",
     ]

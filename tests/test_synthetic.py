@@ -145,10 +145,10 @@ def test_command_line(tmp_path: Path) -> None:
     ]  # fmt: skip
     run = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, timeout=120)
     assert run.returncode == 0, run.stderr
-    assert len(_files(tmp_path / "data" / "synthetic")) == 6
-    assert "synthetic dataset ready in data/synthetic" in run.stdout
+    assert len(_files(tmp_path / "data" / "synthetic-64px")) == 6  # 64-px images by default
+    assert "synthetic dataset ready in data/synthetic-64px" in run.stdout
     bad = subprocess.run(
-        [*command, "+data.synthetic.image_size=10"], capture_output=True, text=True, cwd=tmp_path
+        [*command, "data.synthetic.image_size=10"], capture_output=True, text=True, cwd=tmp_path
     )
     assert bad.returncode == 1
     assert bad.stderr == "fakeface: error: image_size must be an integer >= 64, got 10\n"

@@ -21,7 +21,9 @@ from fakeface.errors import FakefaceError
 def conf_dir() -> Path:
     """The Hydra config folder: packaged inside fakeface by a wheel, else the checkout's conf/."""
     packaged = Path(__file__).resolve().parent / "conf"
-    return packaged if packaged.is_dir() else Path(__file__).resolve().parents[2] / "conf"
+    # train.yaml, not just the folder: an old checkout can leave an empty src/fakeface/conf/ behind
+    found = (packaged / "train.yaml").is_file()
+    return packaged if found else Path(__file__).resolve().parents[2] / "conf"
 
 
 def hydra_main(config_name: str) -> Callable[[Callable[[Any], Any]], Callable[[], Any]]:

@@ -64,14 +64,20 @@ def check_precise_bn(setting: int | float) -> None:
         )
 
 
+# A share never averages over fewer batches than this (or than the whole epoch, if shorter):
+# statistics from a few hundred images are noisy enough to swing the eval-mode accuracy.
+MIN_PRECISE_BN_BATCHES = 16
+
+
 def precise_bn_batches(setting: int | float, epoch_batches: float) -> int:
-    """Training batches precise BN averages over: an int as given, a share of the epoch rounded
-    up to at least one batch (50 batches when the epoch length is unknown)."""
+    """Training batches precise BN averages over: an int as given; a share of the epoch rounded
+    up, at least MIN_PRECISE_BN_BATCHES (or the whole epoch if shorter; 50 if its length is
+    unknown)."""
     if isinstance(setting, int):
         return setting
     if not math.isfinite(epoch_batches):
         return 50
-    return max(1, math.ceil(setting * epoch_batches))
+    return min(int(epoch_batches), max(MIN_PRECISE_BN_BATCHES, math.ceil(setting * epoch_batches)))
 
 
 @torch.no_grad()
