@@ -58,9 +58,14 @@ def _fit(model: CNNClassifier, accelerator: str = "cpu") -> tuple[list[float], L
     return losses.losses, trainer
 
 
-def _model(**kwargs: object) -> CNNClassifier:
+def _model(dropout: bool = True, **kwargs: object) -> CNNClassifier:
     torch.manual_seed(0)
-    return CNNClassifier(image_size=SIZE, scheduler="none", **kwargs)
+    model = CNNClassifier(image_size=SIZE, scheduler="none", **kwargs)
+    if not dropout:  # compiled code draws its dropout masks from another generator than eager
+        for m in model.modules():
+            if isinstance(m, torch.nn.Dropout):
+                m.p = 0.0
+    return model
 
 
 def test_training_step_equals_the_plain_sgd_recipe() -> None:
@@ -145,13 +150,44 @@ def test_compiled_step_is_traced_and_gives_the_eager_losses(
     assert compiled == pytest.approx(eager, rel=1e-5, abs=1e-6)
 
 
+def test_a_failed_compiled_backward_redoes_the_step_eagerly(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    class Boom(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx: object, t: torch.Tensor) -> torch.Tensor:
+            return t.clone()
+
+        @staticmethod
+        def backward(ctx: object, grad: torch.Tensor) -> torch.Tensor:
+            raise RuntimeError("CUDA driver error: invalid argument")
+
+    def broken(fn: torch.nn.Module, **kwargs: object) -> object:
+        def run(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            loss, acc = fn(x, y)
+            return Boom.apply(loss), acc  # the forward works, its backward fails
+
+        return run
+
+    monkeypatch.setattr(torch, "compile", broken)
+    eager, _ = _fit(_model(dropout=False))
+    with caplog.at_level(logging.WARNING, logger=classifier.__name__):
+        fallback, _ = _fit(_model(dropout=False, compile="default"))
+    warnings = [r.getMessage() for r in caplog.records if "model.compile" in r.getMessage()]
+    assert warnings == [
+        "model.compile=default failed (RuntimeError: CUDA driver error: invalid argument); "
+        "training eagerly from here"
+    ]
+    assert fallback == pytest.approx(eager, rel=1e-6)  # the first step was redone, not lost
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA device")
 def test_cuda_graph_step_gives_the_eager_losses(caplog: pytest.LogCaptureFixture) -> None:
     torch._dynamo.reset()
-    eager, trainer = _fit(_model(), "gpu")
+    eager, trainer = _fit(_model(dropout=False), "gpu")
     assert trainer.optimizers[0].defaults["fused"] is True
     with caplog.at_level(logging.WARNING, logger=classifier.__name__):
-        graphs, _ = _fit(_model(compile="reduce-overhead"), "gpu")
+        graphs, _ = _fit(_model(dropout=False, compile="reduce-overhead"), "gpu")
     assert not [r for r in caplog.records if "model.compile" in r.getMessage()]
     # cuDNN/inductor kernels differ from eager ones in the last bits
     assert graphs == pytest.approx(eager, rel=2e-3, abs=1e-4)

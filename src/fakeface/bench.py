@@ -242,6 +242,10 @@ def resident(cfg: DictConfig, **overrides: Any) -> L.LightningDataModule:
 
 
 def classifier(cfg: DictConfig) -> L.LightningModule:
+    if cfg.model.get("compile"):
+        # One compiled model and one set of CUDA graphs at a time, as in a training run: on the
+        # H200 (torch 2.11), the third compiled fit in one process failed while capturing.
+        torch._dynamo.reset()
     # no validation here, so no schedule: ReduceLROnPlateau would wait for a val/loss
     return instantiate(cfg.model, _convert_="all", scheduler="none")
 

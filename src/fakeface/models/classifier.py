@@ -135,26 +135,34 @@ class TrainOutputs(nn.Module):
 
 
 class CompiledOrEager:
-    """Calls the compiled step; if compiling or running it fails, logs once and calls the eager
-    step from then on (a genuine error then comes back from the eager step, unchanged)."""
+    """Calls the compiled step; if compiling or running it fails (forward here, backward in
+    `CNNClassifier.backward`), logs once and uses the eager step from then on. A genuine error
+    then comes back from the eager step, unchanged."""
 
     def __init__(self, compiled: Callable, eager: nn.Module, mode: str) -> None:
         self.compiled: Callable | None = compiled
         self.eager, self.mode = eager, mode
+        self.last: tuple[torch.Tensor, ...] = ()  # (x, y, loss) of the last compiled call
+
+    def fail(self, err: Exception) -> None:
+        text = str(err).strip()
+        first = text.splitlines()[0][:300] if text else ""
+        log.warning(
+            "model.compile=%s failed (%s: %s); training eagerly from here",
+            self.mode, type(err).__name__, first,
+        )  # fmt: skip
+        self.compiled, self.last = None, ()
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self.compiled is not None:
             if self.mode == "reduce-overhead":  # a new iteration: CUDA-graph outputs may be reused
                 torch.compiler.cudagraph_mark_step_begin()
             try:
-                return self.compiled(x, y)
+                loss, acc = self.compiled(x, y)
+                self.last = (x, y, loss)
+                return loss, acc
             except Exception as err:  # noqa: BLE001 (any compiler failure: train on, eagerly)
-                first = str(err).strip().splitlines()[0] if str(err).strip() else ""
-                log.warning(
-                    "model.compile=%s failed (%s: %s); training eagerly from here",
-                    self.mode, type(err).__name__, first[:300],
-                )  # fmt: skip
-                self.compiled = None
+                self.fail(err)
         return self.eager(x, y)
 
 
@@ -269,6 +277,24 @@ class CNNClassifier(L.LightningModule):
         self.log("train/loss", loss, on_step=True, on_epoch=True)
         self.log("train/acc", acc, on_step=False, on_epoch=True, prog_bar=True)
         return loss
+
+    def backward(self, loss: torch.Tensor, *args, **kwargs) -> None:  # noqa: ANN002, ANN003
+        step = self._train_outputs
+        if not isinstance(step, CompiledOrEager) or step.compiled is None:
+            return super().backward(loss, *args, **kwargs)
+        try:
+            return super().backward(loss, *args, **kwargs)
+        except Exception as err:  # noqa: BLE001 (the compiled backward failed: redo this step eagerly)
+            x, y, compiled_loss = step.last
+            step.fail(err)
+        # `loss` may be scaled (fp16 loss scaling, gradient accumulation): scale the eager one alike.
+        # Gradients a failed backward left behind are dropped (with gradient accumulation, so are
+        # those of this step's earlier micro-batches: once, at the switch to eager).
+        factor = loss.detach() / compiled_loss.detach() if compiled_loss.item() else 1.0
+        self.net.zero_grad(set_to_none=True)
+        with self.trainer.precision_plugin.forward_context():
+            eager_loss, _ = step.eager(x, y)
+        return super().backward(eager_loss * factor, *args, **kwargs)
 
     def on_fit_start(self) -> None:
         object.__setattr__(self, "_train_outputs", None)  # rebuilt on this fit's device and net
