@@ -22,7 +22,7 @@ def test_bench_measures_every_section_and_writes_bench_json(tmp_path: Path) -> N
         "bench",
         [
             f"data.root={root}",
-            "data.synthetic=null",
+            "data=faces",  # our own folder (data=synthetic writes its set)
             "data.batch_size=4",
             "data.num_workers=0",
             f"data.cache_dir={tmp_path / 'cache'}",
