@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 from skimage import data
 
 from conftest import compose, make_face_folder
 from fakeface.bench import SECTIONS, bench
+from fakeface.errors import ConfigError
 
 
 def test_bench_measures_every_section_and_writes_bench_json(tmp_path: Path) -> None:
@@ -58,3 +60,67 @@ def test_bench_measures_every_section_and_writes_bench_json(tmp_path: Path) -> N
     assert export["one image + mirror, tta=true"] > 0 and "one image, tensor in" in export
     realtime = next(r for r in saved["results"] if r["section"] == "realtime")
     assert "10/10 frames with a face" in realtime["name"]
+
+
+def test_detect_recall_arithmetic_on_hand_made_boxes(tmp_path: Path) -> None:
+    from fakeface.bench import box_iou, match_faces, read_annotations
+
+    assert box_iou([0, 0, 10, 10], [5, 0, 10, 10])[0, 0] == pytest.approx(50 / 150)
+    assert box_iou([0, 0, 10, 10], [20, 20, 5, 5])[0, 0] == 0.0
+    truth = np.array([[0, 0, 10, 10, 0], [100, 100, 20, 20, 0], [200, 0, 10, 10, 1]])
+    found = np.array(
+        [
+            [5, 0, 10, 10],  # IoU 1/3 with face 0: a hit at 0.3, false at 0.5
+            [100, 100, 20, 20],  # face 1 exactly
+            [101, 101, 20, 20],  # face 1 again: one face, one hit, the rest is false
+            [200, 0, 10, 10],  # an ignored face: neither hit nor false
+            [300, 300, 10, 10],  # nothing there
+        ]
+    )
+    assert match_faces(found, truth, 0.3) == (2, 2, 2)
+    assert match_faces(found, truth, 0.5) == (1, 2, 3)
+    assert match_faces(np.zeros((0, 4)), truth, 0.3) == (0, 2, 0)
+    assert match_faces(found[:1], np.zeros((0, 5)), 0.3) == (0, 0, 1)  # a negative photo
+    xml = tmp_path / "faces.xml"
+    xml.write_text(
+        "<dataset><images><image file='a.jpg'>"
+        "<box top='2' left='1' width='30' height='31'/><box top='0' left='0' width='5' "
+        "height='5' ignore='1'/></image><image file='b.jpg'></image></images></dataset>"
+    )
+    boxes = read_annotations(xml)
+    assert boxes["a.jpg"].tolist() == [[1, 2, 30, 31, 0], [0, 0, 5, 5, 1]]
+    assert boxes["b.jpg"].shape == (0, 5)
+    csv = tmp_path / "faces.csv"
+    csv.write_text("image,x,y,w,h\na.jpg,1,2,30,31\na.jpg,50,50,20,20\nb.jpg,,,,\n")
+    boxes = read_annotations(csv)
+    assert boxes["a.jpg"][:, :4].tolist() == [[1, 2, 30, 31], [50, 50, 20, 20]]
+    assert boxes["b.jpg"].shape == (0, 5)
+
+
+def test_detect_section_on_an_annotated_photo(tmp_path: Path) -> None:
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    Image.fromarray(data.astronaut()).save(photos / "dlib_astronaut.png")
+    (photos / "faces.csv").write_text("image,x,y,w,h\nastronaut.png,180,70,90,90\n")
+    cfg = compose(
+        "bench",
+        [
+            "sections=[detect]",
+            f"detect.images={photos}",  # detect.boxes=null: the folder's .csv; dlib_ prefix found
+            "detect.presets=[default,original]",
+            "detect.width=0",
+            "detect.repeats=1",
+            f"paths.root_dir={tmp_path}",
+            f"paths.output_dir={tmp_path / 'run'}",
+        ],
+    )
+    assert "detect" not in compose("bench", []).sections  # not in the default run
+    rows = bench(cfg)["results"]
+    values = {
+        r["name"].split(": ")[-1]: r["value"] for r in rows if r["name"].startswith("default")
+    }
+    assert values["recall IoU>=0.3"] == 1.0 and values["false positives/image"] == 0.0
+    assert values["ms per frame"] > 0
+    assert {r["section"] for r in rows} == {"detect"} and len(rows) == 8
+    with pytest.raises(ConfigError, match="detect.images"):
+        bench(compose("bench", ["sections=[detect]", f"paths.root_dir={tmp_path}"]))

@@ -35,6 +35,7 @@ from fakeface.precision import bf16_supported, resolve_precision
 
 log = logging.getLogger(__name__)
 SECTIONS = ("data", "train", "export", "dcgan", "realtime")
+EXTRA_SECTIONS = ("detect",)  # only when named: face detectors need a folder of annotated photos
 CONF = conf_dir()
 
 # The original Keras pipeline on the 2-core reference machine (same model, 128x128, batch 32),
@@ -428,6 +429,172 @@ def bench_realtime(
     )
 
 
+def read_annotations(path: Path) -> dict[str, np.ndarray]:
+    """Face boxes per image name from dlib imglab XML or CSV: name -> N x 5 (x, y, w, h, ignore).
+
+    XML: <image file=...><box top= left= width= height= [ignore='1']/></image> (dlib's imglab).
+    CSV: a header `image,x,y,w,h` and one row per face; a row with empty x..h is an image without
+    faces. An image listed with no box counts as a negative (every detection is false).
+    """
+    import csv
+    import xml.etree.ElementTree as ET
+
+    if not path.is_file():
+        raise ConfigError(f"detect.boxes={path}: no such file (dlib imglab .xml or .csv)")
+    found: dict[str, list[list[float]]] = {}
+    try:
+        if path.suffix.lower() == ".xml":
+            for image in ET.parse(path).getroot().iter("image"):
+                boxes = found.setdefault(image.attrib["file"], [])
+                for box in image.iter("box"):
+                    a = box.attrib
+                    ignore = float(a.get("ignore", "0") not in ("0", ""))
+                    keys = ("left", "top", "width", "height")
+                    boxes.append([float(a[k]) for k in keys] + [ignore])
+        elif path.suffix.lower() == ".csv":
+            with path.open(newline="") as f:
+                for line in csv.DictReader(f):
+                    boxes = found.setdefault(line["image"], [])
+                    if (line.get("w") or "").strip():
+                        keys = ("x", "y", "w", "h")
+                        boxes.append([float(line[k]) for k in keys] + [0.0])
+        else:
+            raise ConfigError(f"detect.boxes={path}: use a dlib imglab .xml or a .csv")
+    except (ET.ParseError, KeyError, ValueError) as err:
+        raise ConfigError(
+            f"detect.boxes={path}: cannot read it ({err!r}); XML: dlib imglab, "
+            "CSV: header image,x,y,w,h"
+        ) from None
+    return {name: np.asarray(b, np.float64).reshape(-1, 5) for name, b in found.items()}
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU of every box in a (N x 4, x y w h) with every box in b (M x 4): N x M."""
+    a, b = np.asarray(a, np.float64).reshape(-1, 4), np.asarray(b, np.float64).reshape(-1, 4)
+    left = np.maximum(a[:, None, 0], b[None, :, 0])
+    top = np.maximum(a[:, None, 1], b[None, :, 1])
+    right = np.minimum(a[:, None, 0] + a[:, None, 2], b[None, :, 0] + b[None, :, 2])
+    bottom = np.minimum(a[:, None, 1] + a[:, None, 3], b[None, :, 1] + b[None, :, 3])
+    inter = np.clip(right - left, 0, None) * np.clip(bottom - top, 0, None)
+    union = (a[:, 2] * a[:, 3])[:, None] + (b[:, 2] * b[:, 3])[None, :] - inter
+    return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
+
+
+def match_faces(found: np.ndarray, truth: np.ndarray, threshold: float) -> tuple[int, int, int]:
+    """(faces found, faces to find, false detections) in one image at IoU >= threshold.
+
+    Greedy one-to-one matching, highest IoU first. truth: N x 5 (x, y, w, h, ignore); a detection
+    on an ignored face is neither a hit nor a false one.
+    """
+    truth = np.asarray(truth, np.float64).reshape(-1, 5)
+    found = np.asarray(found, np.float64).reshape(-1, 4)
+    iou = box_iou(found, truth[:, :4])
+    used_found, used_truth = set(), set()
+    for flat in np.argsort(-iou, axis=None, kind="stable"):
+        i, j = divmod(int(flat), iou.shape[1])
+        if iou[i, j] < threshold:
+            break
+        if i not in used_found and j not in used_truth:
+            used_found.add(i)
+            used_truth.add(j)
+    ignored = truth[:, 4] > 0
+    hits = sum(1 for j in used_truth if not ignored[j])
+    false = len(found) - len(used_found)
+    return hits, int((~ignored).sum()), false
+
+
+def scene_photos(spec: DictConfig) -> list[tuple[Path, np.ndarray]]:
+    """(photo, boxes) pairs from detect.images and detect.boxes (null: the folder's .xml/.csv)."""
+    if not spec.images or not Path(spec.images).is_dir():
+        raise ConfigError(
+            f"detect.images={spec.images}: give a folder of photos, e.g. "
+            "python -m fakeface.bench sections=[detect] detect.images=<folder> "
+            "detect.boxes=<annotations.xml>"
+        )
+    folder = Path(spec.images)
+    files = spec.boxes if spec.boxes is not None else None
+    if files is None:
+        files = sorted(str(p) for p in folder.iterdir() if p.suffix.lower() in (".xml", ".csv"))
+    elif isinstance(files, str):
+        files = [files]
+    if not files:
+        raise ConfigError(f"detect.boxes=null: no .xml or .csv in {folder}; give detect.boxes=...")
+    photos = []
+    for file in files:
+        for name, boxes in read_annotations(Path(file)).items():
+            path = folder / name
+            if not path.is_file():  # e.g. dlib's faces folder: XML 2008_002470.jpg, file dlib_...
+                near = sorted(folder.glob(f"*{Path(name).name}"))
+                if len(near) != 1:
+                    raise ConfigError(f"detect.boxes={file}: no photo {name} in {folder}")
+                path = near[0]
+            photos.append((path, boxes))
+    return photos
+
+
+def bench_detect(cfg: DictConfig, rows: list[dict]) -> None:
+    """Each detector preset on annotated photos: recall at IoU 0.3/0.5, false faces, ms per frame."""
+    import cv2
+
+    from fakeface.errors import DetectorError
+    from fakeface.realtime.detect import build_detector
+
+    spec = cfg.detect
+    photos = []
+    for path, boxes in scene_photos(spec):
+        frame = cv2.imread(str(path))
+        if frame is None:
+            raise ConfigError(f"detect.images: cannot decode {path}")
+        scale = spec.width / frame.shape[1] if spec.width else 1.0
+        if scale != 1.0:
+            size = (spec.width, round(frame.shape[0] * scale))
+            interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+            frame = cv2.resize(frame, size, interpolation=interpolation)
+            boxes = boxes * [scale, scale, scale, scale, 1.0]
+        photos.append((frame, boxes))
+    threads = torch.get_num_threads()
+    if spec.threads:
+        torch.set_num_threads(spec.threads)
+        cv2.setNumThreads(spec.threads)
+    table = []
+    try:
+        for preset in spec.presets:
+            file = CONF / "detector" / f"{preset}.yaml"
+            if not file.is_file():
+                raise ConfigError(f"detect.presets: no conf/detector/{preset}.yaml")
+            try:
+                detector = build_detector(OmegaConf.to_container(OmegaConf.load(file)), "cpu")
+            except DetectorError as err:
+                log.warning("detect: preset %s skipped: %s", preset, err)
+                continue
+            counts = {0.3: [0, 0, 0], 0.5: [0, 0, 0]}
+            ms = []
+            for frame, truth in photos:
+                durations = timed(lambda f=frame, d=detector: d(f), spec.repeats, 1)
+                ms.append(statistics.median(durations) * 1e3)
+                found = detector(frame)
+                for threshold, total in counts.items():
+                    for k, v in enumerate(match_faces(found, truth, threshold)):
+                        total[k] += v
+            faces = counts[0.3][1]
+            recall = {t: c[0] / max(faces, 1) for t, c in counts.items()}
+            false = counts[0.3][2] / len(photos)
+            name = f"{preset} ({len(photos)} photos, {faces} faces, width {spec.width or 'as is'})"
+            rows.append(row("detect", f"{name}: recall IoU>=0.3", recall[0.3], "fraction"))
+            rows.append(row("detect", f"{name}: recall IoU>=0.5", recall[0.5], "fraction"))
+            rows.append(row("detect", f"{name}: false positives/image", false, "per image"))
+            rows.append(row("detect", f"{name}: ms per frame", statistics.mean(ms), "ms"))
+            table.append((preset, recall[0.3], recall[0.5], false, statistics.mean(ms)))
+    finally:
+        torch.set_num_threads(threads)
+    side = Table(title=f"face detectors, threads={spec.threads or 'default'}")
+    for column in ("preset", "recall IoU>=0.3", "recall IoU>=0.5", "false/image", "ms/frame"):
+        side.add_column(column, justify="left" if column == "preset" else "right")
+    for preset, r3, r5, false, ms_frame in table:
+        side.add_row(preset, f"{r3:.2f}", f"{r5:.2f}", f"{false:.2f}", f"{ms_frame:.1f}")
+    Console(width=max(Console().width, 110)).print(side)
+
+
 def row(section: str, name: str, value: float, unit: str, target: str | None = None) -> dict:
     """One measurement; with a target, whether it is met (latency: lower is better)."""
     item: dict[str, Any] = {
@@ -468,10 +635,11 @@ def print_table(rows: list[dict], facts: dict[str, Any]) -> None:
 
 
 def bench(cfg: DictConfig) -> dict[str, Any]:
-    unknown = set(cfg.sections) - set(SECTIONS)
+    known = SECTIONS + EXTRA_SECTIONS
+    unknown = set(cfg.sections) - set(known)
     if unknown:
         raise ConfigError(
-            f"sections={list(cfg.sections)}: unknown {sorted(unknown)}; use any of {list(SECTIONS)}"
+            f"sections={list(cfg.sections)}: unknown {sorted(unknown)}; use any of {list(known)}"
         )
     torch.set_float32_matmul_precision("high")
     device = (
@@ -499,6 +667,8 @@ def bench(cfg: DictConfig) -> dict[str, Any]:
             bench_dcgan(cfg, precisions, rows)
         if "realtime" in cfg.sections:
             bench_realtime(cfg, device, model_file, folder, rows)
+        if "detect" in cfg.sections:
+            bench_detect(cfg, rows)
     result = {"machine": facts, "config": OmegaConf.to_container(cfg.bench), "results": rows}
     out = Path(cfg.paths.output_dir)
     out.mkdir(parents=True, exist_ok=True)

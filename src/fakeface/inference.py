@@ -76,12 +76,12 @@ class ImageFiles(Dataset):
         """Crop to the largest face (same window as the real-time loop), or keep the whole image."""
         import cv2
 
-        from fakeface.realtime.detect import FaceDetector, face_window
+        from fakeface.realtime.detect import build_detector, face_window
 
         if self._detector is None:
-            self._detector = FaceDetector(**self.detector_args)
+            self._detector = build_detector(self.detector_args)  # on the CPU, in each worker
         rgb = np.asarray(image)
-        boxes = self._detector(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY))
+        boxes = self._detector(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))  # colour: MTCNN needs it
         if len(boxes) == 0:
             return image, False
         left, top, side = face_window(boxes[0], rgb.shape[1], rgb.shape[0], self.margin)
@@ -138,9 +138,9 @@ def score_files(
         raise ConfigError(f"batch_size={batch_size!r}: must be a whole number >= 1, e.g. 64")
     variants = dict(variants or {CLEAN: None})
     if detector is not None:
-        from fakeface.realtime.detect import FaceDetector
+        from fakeface.realtime.detect import build_detector
 
-        FaceDetector(**detector)  # fail here, in the main process, if OpenCV lacks Haar
+        build_detector(detector)  # fail here, in the main process: no Haar, no mtcnn extra
     dataset = ImageFiles(paths, info.image_size, list(variants.values()), detector, margin)
     loader = DataLoader(
         dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=_keep_items

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import cv2
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from fakeface.cli import hydra_main
 from fakeface.errors import ConfigError
 from fakeface.modelfile import load_classifier, precision_dtype
-from fakeface.realtime.detect import FaceDetector
+from fakeface.realtime.detect import build_detector
 from fakeface.realtime.stream import FrameSource, print_summary, run
 
 
@@ -35,7 +35,7 @@ def main(cfg: DictConfig) -> dict[str, float]:
         model,
         info,
         FrameSource(cfg.source, retries=cfg.retries),
-        FaceDetector(**cfg.detector),
+        build_detector(OmegaConf.to_container(cfg.detector), cfg.device),
         faces=cfg.faces,
         margin=cfg.margin,
         dtype=precision_dtype(cfg.precision, cfg.device),

@@ -1,8 +1,16 @@
-"""Face detection with OpenCV's Haar frontal-face cascade, and FFHQ-like crops around the faces."""
+"""Face detectors (OpenCV's Haar cascade; MTCNN with the mtcnn extra) and FFHQ-like face crops.
+
+Every detector takes a BGR uint8 frame (Haar also takes grayscale) and returns K x 4 int32 boxes
+(x, y, w, h) in frame pixels, largest first; `near(frame, boxes)` searches only around known faces
+(the real-time loop's tracking between whole-frame searches). `build_detector` picks the class from
+a preset's `kind` key (conf/detector/*.yaml).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -11,6 +19,8 @@ from fakeface.errors import ConfigError, DetectorError
 
 CASCADE_FILE = "haarcascade_frontalface_default.xml"
 OPENCV_PIN = "opencv-python>=4.8,<5"
+KINDS = ("haar", "mtcnn")
+MTCNN_EXTRA = 'pip install -e ".[mtcnn]"'
 
 
 def load_cascade(name: str = CASCADE_FILE) -> cv2.CascadeClassifier:
@@ -39,6 +49,7 @@ class FaceDetector:
             at detection scale, i.e. 24 * frame width / detect_width).
         detect_width: detect on a copy this many pixels wide, boxes scaled back (0: full frame).
             Narrower is faster and misses small faces.
+        kind: "haar" (accepted so that a preset's keys can be passed as they are).
     """
 
     def __init__(
@@ -47,7 +58,10 @@ class FaceDetector:
         min_neighbors: int = 5,
         min_size: int = 0,
         detect_width: int = 320,
+        kind: str = "haar",
     ) -> None:
+        if kind != "haar":
+            raise ConfigError(f"detector.kind={kind!r}: FaceDetector is the haar kind")
         if scale_factor <= 1.0:
             raise ConfigError(f"detector.scale_factor={scale_factor}: must be > 1 (e.g. 1.1)")
         for key, value in (
@@ -119,6 +133,163 @@ class FaceDetector:
                 nearest = np.argmin(np.hypot(*(centres - [x + w / 2, y + h / 2]).T))
                 found.append(hits[nearest] + [left, top, 0, 0])
         return _to_frame(found, scale, frame.shape)
+
+
+def _load_mtcnn() -> tuple[Any, Any, Any, Any]:
+    """facenet-pytorch's PNet/RNet/ONet classes and detect_face; one-line DetectorError if absent."""
+    try:
+        from facenet_pytorch.models.mtcnn import ONet, PNet, RNet
+        from facenet_pytorch.models.utils.detect_face import detect_face
+    except ImportError:
+        raise DetectorError(
+            f"detector=mtcnn needs the mtcnn extra (facenet-pytorch is not installed): {MTCNN_EXTRA}"
+        ) from None
+    return PNet, RNet, ONet, detect_face
+
+
+class MTCNNDetector:
+    """MTCNN (facenet-pytorch's weights, shipped in its wheel) behind the Haar detector's interface.
+
+    Frames are BGR colour (as the real-time loop reads them); a grayscale frame is replicated to
+    three channels, which works but loses MTCNN's colour cues. Runs fp32 on `device`.
+
+    Args:
+        min_face_size: smallest face side to look for, in frame pixels (MTCNN's pyramid starts
+            there: smaller is slower).
+        thresholds: face scores the three stages (P-, R-, O-Net) need, each in (0, 1).
+        factor: scale step of the image pyramid (0.709: sqrt(1/2) in area).
+        detect_width: detect on a copy this many pixels wide, boxes scaled back (0: full frame).
+        square: report square boxes (side = mean of MTCNN's width and height, same centre), so
+            that crops and IoU against square annotations match the Haar detector's framing.
+        device: "cpu" or "cuda" (the classifier's device).
+        kind: "mtcnn" (accepted so that a preset's keys can be passed as they are).
+    """
+
+    def __init__(
+        self,
+        min_face_size: int = 40,
+        thresholds: tuple[float, float, float] | list[float] = (0.6, 0.7, 0.7),
+        factor: float = 0.709,
+        detect_width: int = 640,
+        square: bool = True,
+        device: str = "cpu",
+        kind: str = "mtcnn",
+    ) -> None:
+        if kind != "mtcnn":
+            raise ConfigError(f"detector.kind={kind!r}: MTCNNDetector is the mtcnn kind")
+        thresholds = [float(t) for t in thresholds]
+        if len(thresholds) != 3 or not all(0.0 < t < 1.0 for t in thresholds):
+            raise ConfigError(
+                f"detector.thresholds={thresholds}: three scores in (0, 1), e.g. [0.6, 0.7, 0.7]"
+            )
+        if not 0.0 < factor < 1.0:
+            raise ConfigError(f"detector.factor={factor}: must be in (0, 1), e.g. 0.709")
+        if min_face_size < 12:
+            raise ConfigError(
+                f"detector.min_face_size={min_face_size}: must be >= 12 (MTCNN's cell)"
+            )
+        if detect_width < 0:
+            raise ConfigError(f"detector.detect_width={detect_width}: must be >= 0")
+        import torch
+
+        pnet, rnet, onet, self._detect_face = _load_mtcnn()
+        self.device = torch.device(device)
+        self.nets = [net().eval().to(self.device) for net in (pnet, rnet, onet)]
+        self.min_face_size = int(min_face_size)
+        self.thresholds = thresholds
+        self.factor = float(factor)
+        self.detect_width = int(detect_width)
+        self.square = bool(square)
+
+    def __repr__(self) -> str:
+        return (
+            f"MTCNNDetector(min_face_size={self.min_face_size}, thresholds={self.thresholds}, "
+            f"factor={self.factor}, detect_width={self.detect_width}, square={self.square}, "
+            f"device={str(self.device)!r})"
+        )
+
+    def _rgb(self, frame: np.ndarray) -> tuple[np.ndarray, float]:
+        """The RGB detection image and its scale relative to the frame."""
+        code = cv2.COLOR_GRAY2RGB if frame.ndim == 2 else cv2.COLOR_BGR2RGB
+        height, width = frame.shape[:2]
+        scale = self.detect_width / width if 0 < self.detect_width < width else 1.0
+        if scale < 1.0:
+            size = (self.detect_width, max(1, round(height * scale)))
+            frame = cv2.resize(frame, size, interpolation=cv2.INTER_AREA)
+        return cv2.cvtColor(frame, code), scale
+
+    def _boxes(self, rgb: np.ndarray, min_size: float) -> np.ndarray:
+        """N x 4 float (x, y, w, h) in `rgb`'s pixels."""
+        import torch
+
+        with torch.inference_mode():
+            found, _ = self._detect_face(
+                rgb, max(12.0, min_size), *self.nets, self.thresholds, self.factor, self.device
+            )
+        found = np.asarray(found[0], np.float64).reshape(-1, 5)[:, :4] if len(found) else []
+        if len(found) == 0:
+            return np.zeros((0, 4))
+        x1 = np.clip(found[:, 0], 0, rgb.shape[1])
+        y1 = np.clip(found[:, 1], 0, rgb.shape[0])
+        x2 = np.clip(found[:, 2], 0, rgb.shape[1])
+        y2 = np.clip(found[:, 3], 0, rgb.shape[0])
+        boxes = np.stack([x1, y1, x2 - x1, y2 - y1], 1)
+        boxes = boxes[(boxes[:, 2] >= 1) & (boxes[:, 3] >= 1)]
+        if self.square:
+            side = boxes[:, 2:].mean(1)
+            centre = boxes[:, :2] + boxes[:, 2:] / 2
+            boxes = np.column_stack([centre - side[:, None] / 2, side, side])
+            boxes[:, :2] = np.maximum(boxes[:, :2], 0)
+        return boxes
+
+    def __call__(self, frame: np.ndarray) -> np.ndarray:
+        """Face boxes in a BGR (or grayscale) frame: K x 4 int32 (x, y, w, h), largest first."""
+        rgb, scale = self._rgb(frame)
+        return _to_frame(self._boxes(rgb, self.min_face_size * scale), scale, frame.shape)
+
+    def near(self, frame: np.ndarray, boxes: np.ndarray, grow: float = 0.5) -> np.ndarray:
+        """Search only around known faces, like `FaceDetector.near` (faces 0.7x their size and up).
+
+        Each window is a small image, so MTCNN's pyramid has a few levels instead of a frame's.
+        """
+        rgb, scale = self._rgb(frame)
+        found = []
+        for box in np.asarray(boxes, np.float64) * scale:  # in detection pixels
+            x, y, w, h = box
+            left, top = max(int(x - grow * w), 0), max(int(y - grow * h), 0)
+            right = min(int(x + w + grow * w) + 1, rgb.shape[1])
+            bottom = min(int(y + h + grow * h) + 1, rgb.shape[0])
+            window = np.ascontiguousarray(rgb[top:bottom, left:right])
+            smallest = max(0.7 * min(w, h), self.min_face_size * scale)
+            if min(window.shape[:2]) < max(12, smallest):
+                continue
+            hits = self._boxes(window, smallest)
+            if len(hits):
+                centres = hits[:, :2] + hits[:, 2:] / 2 + [left, top]
+                nearest = np.argmin(np.hypot(*(centres - [x + w / 2, y + h / 2]).T))
+                found.append(hits[nearest] + [left, top, 0, 0])
+        return _to_frame(found, scale, frame.shape)
+
+
+def build_detector(
+    settings: Mapping[str, Any] | None = None, device: str = "cpu"
+) -> FaceDetector | MTCNNDetector:
+    """The detector a preset describes (conf/detector/*.yaml): its `kind` key picks the class.
+
+    `device` is where a neural detector runs (the classifier's device); Haar ignores it, and a
+    preset's own `device` key wins.
+    """
+    settings = dict(settings or {})
+    kind = settings.get("kind", "haar")
+    if kind == "haar":
+        settings.pop("device", None)
+        return FaceDetector(**settings)
+    if kind == "mtcnn":
+        settings.setdefault("device", device)
+        if settings["device"] is None:
+            settings["device"] = device
+        return MTCNNDetector(**settings)
+    raise ConfigError(f"detector.kind={kind!r}: use one of {list(KINDS)} (detector=mtcnn, ...)")
 
 
 def _to_frame(found: np.ndarray | list, scale: float, shape: tuple[int, ...]) -> np.ndarray:
