@@ -116,9 +116,7 @@ class FaceDetector:
         found = []
         for box in np.asarray(boxes, np.float64) * scale:  # in detection pixels
             x, y, w, h = box
-            left, top = max(int(x - grow * w), 0), max(int(y - grow * h), 0)
-            right = min(int(x + w + grow * w) + 1, gray.shape[1])
-            bottom = min(int(y + h + grow * h) + 1, gray.shape[0])
+            left, top, right, bottom = search_window(box, grow, gray.shape)
             smallest = max(round(0.7 * w), round(self.min_size * scale))
             hits = self.cascade.detectMultiScale(
                 gray[top:bottom, left:right],
@@ -256,9 +254,7 @@ class MTCNNDetector:
         found = []
         for box in np.asarray(boxes, np.float64) * scale:  # in detection pixels
             x, y, w, h = box
-            left, top = max(int(x - grow * w), 0), max(int(y - grow * h), 0)
-            right = min(int(x + w + grow * w) + 1, rgb.shape[1])
-            bottom = min(int(y + h + grow * h) + 1, rgb.shape[0])
+            left, top, right, bottom = search_window(box, grow, rgb.shape)
             window = np.ascontiguousarray(rgb[top:bottom, left:right])
             smallest = max(0.7 * min(w, h), self.min_face_size * scale)
             if min(window.shape[:2]) < max(12, smallest):
@@ -290,6 +286,18 @@ def build_detector(
             settings["device"] = device
         return MTCNNDetector(**settings)
     raise ConfigError(f"detector.kind={kind!r}: use one of {list(KINDS)} (detector=mtcnn, ...)")
+
+
+def search_window(
+    box: np.ndarray, grow: float, shape: tuple[int, ...]
+) -> tuple[int, int, int, int]:
+    """(left, top, right, bottom) of the area around a box, `grow` x its side larger on every
+    edge, inside an image of `shape`: where `near` looks for the same face again."""
+    x, y, w, h = box
+    left, top = max(int(x - grow * w), 0), max(int(y - grow * h), 0)
+    right = min(int(x + w + grow * w) + 1, shape[1])
+    bottom = min(int(y + h + grow * h) + 1, shape[0])
+    return left, top, right, bottom
 
 
 def _to_frame(found: np.ndarray | list, scale: float, shape: tuple[int, ...]) -> np.ndarray:
