@@ -58,7 +58,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     )
     check_ddp_sweep(trainer)
     for lg in loggers:
-        lg.log_hyperparams({k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items()})
+        lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
 
     start = time.perf_counter()
     if cfg.train:
