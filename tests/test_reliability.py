@@ -596,3 +596,22 @@ def test_slurm_launcher_preset_follows_the_trainer() -> None:
     launcher = cfg.hydra.launcher
     assert launcher._target_.endswith("SlurmLauncher")
     assert (launcher.nodes, launcher.tasks_per_node, launcher.gpus_per_node) == (2, 4, 4)
+
+
+def test_last_ckpt_holds_the_final_epoch_when_saved_every_n_epochs(
+    face_folder: Path, tmp_path: Path
+) -> None:
+    """last.ckpt every 2 epochs over 3 epochs: the final weights are still saved at the end."""
+    out = tmp_path / "run"
+    cfg = compose(
+        "train",
+        [
+            "experiment=cnn", "debug=tiny", f"data.root={face_folder}", f"paths.root_dir={tmp_path}",
+            f"paths.output_dir={out}", "trainer.max_epochs=3", "export=false", "test=false",
+            "callbacks.progress_bar=null", "logger=null", "+callbacks.last_checkpoint.every_n_epochs=2",
+        ],
+    )  # fmt: skip
+    train(cfg)
+    saved = torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    # saved after the fit: 3 epochs done (epochs 0-2, 2 batches each), not the epoch-1 save
+    assert saved["epoch"] == 3 and saved["global_step"] == 6

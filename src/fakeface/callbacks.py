@@ -97,6 +97,25 @@ class InterruptCheckpoint(Callback):
         )
 
 
+class FinalCheckpoint(Callback):
+    """At the end of a fit, write `last.ckpt` if its ModelCheckpoint skipped the final epoch.
+
+    A `last.ckpt` saved every n epochs (experiment=dcgan_faces: every 25 short epochs) would
+    otherwise miss the final weights whenever trainer.max_epochs is not a multiple of n.
+    """
+
+    def on_train_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        for callback in trainer.checkpoint_callbacks:
+            if callback.filename != ModelCheckpoint.CHECKPOINT_NAME_LAST or not callback.dirpath:
+                continue
+            # Lightning's own record of the step it last saved at (2.x)
+            if getattr(callback, "_last_global_step_saved", -1) == trainer.global_step:
+                continue
+            path = Path(callback.dirpath) / f"{callback.filename}{ModelCheckpoint.FILE_EXTENSION}"
+            trainer.save_checkpoint(path)
+            log.info("saved the final weights to %s (epoch %d)", path, trainer.current_epoch)
+
+
 class Throughput(Callback):
     """Training images/s over the training batches, data loading included, validation excluded."""
 
