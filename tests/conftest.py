@@ -35,7 +35,7 @@ def face_folder(tmp_path: Path) -> Path:
 
 
 def compose(config_name: str, overrides: list[str]):
-    """Compose a config from the package's conf/ (override paths.* since there is no Hydra run)."""
+    """Compose a config from the repository's conf/ (override paths.* since there is no Hydra run)."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 

@@ -230,7 +230,7 @@ def test_eval_images_perturb_full_resolution_before_the_resize(faces: Path) -> N
     assert bad["pixels"] is None and "broken.jpg" in bad["error"]
 
 
-def test_score_images_tta_and_unreadable(faces: Path, checker_model: Path) -> None:
+def test_score_files_tta_and_unreadable(faces: Path, checker_model: Path) -> None:
     model, info = load_classifier(checker_model)
     paths = [
         faces / "test" / "fake" / "broken.jpg",
