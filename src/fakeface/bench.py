@@ -80,6 +80,13 @@ def median_rate(durations: list[float], items: int) -> float:
     return items / statistics.median(durations)
 
 
+def synced_now(module: L.LightningModule) -> float:
+    """perf_counter after the module's queued GPU work is done (CUDA runs asynchronously)."""
+    if module.device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter()
+
+
 class StepTimer(Callback):
     """Wall time of each training step (forward, backward, optimizer), data fetching excluded."""
 
@@ -88,14 +95,10 @@ class StepTimer(Callback):
         self.batch_size = 0
 
     def on_train_batch_start(self, trainer, module, batch, batch_idx) -> None:  # noqa: ANN001
-        if module.device.type == "cuda":
-            torch.cuda.synchronize()
-        self._start = time.perf_counter()
+        self._start = synced_now(module)
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:  # noqa: ANN001
-        if module.device.type == "cuda":
-            torch.cuda.synchronize()
-        self.durations.append(time.perf_counter() - self._start)
+        self.durations.append(synced_now(module) - self._start)
         self.batch_size = len(batch[0])
 
 
@@ -140,15 +143,9 @@ class EpochTimer(Callback):
         self.warmup, self.images, self.seconds = warmup, 0, 0.0
         self._start: float | None = None
 
-    @staticmethod
-    def _now(module: L.LightningModule) -> float:
-        if module.device.type == "cuda":
-            torch.cuda.synchronize()
-        return time.perf_counter()
-
     def on_train_batch_start(self, trainer, module, batch, batch_idx) -> None:  # noqa: ANN001
         if batch_idx == self.warmup:
-            self._start = self._now(module)
+            self._start = synced_now(module)
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:  # noqa: ANN001
         if self._start is not None:
@@ -156,7 +153,7 @@ class EpochTimer(Callback):
 
     def on_train_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         if self._start is not None:
-            self.seconds = self._now(module) - self._start
+            self.seconds = synced_now(module) - self._start
 
     @property
     def rate(self) -> float:
