@@ -61,7 +61,7 @@ def test_each_mode_gives_the_training_tensor(augment: str, photo_frame: pd.DataF
         assert changed == 0 and 0 < mirrored < len(draws)
     elif augment == "robust":
         assert 0 < changed < len(draws)  # each of blur and JPEG has p=0.5: some stay plain
-    else:  # strong: crop + colour jitter change every draw
+    else:  # strong, source: the colour jitter changes every draw
         assert changed == len(draws)
     if augment != "none":  # another torch seed, other draws
         assert any(not torch.equal(a, b) for a, b in zip(draws, _draws(dataset, 1), strict=True))
@@ -75,7 +75,7 @@ def test_robust_and_strong_work_on_the_full_resolution_image(photo_frame: pd.Dat
     def roughness(x: torch.Tensor) -> float:
         return float((x[..., 1:] - x[..., :-1]).abs().mean())
 
-    for augment in ("robust", "strong"):
+    for augment in ("robust", "strong", "source", "resample"):
         draws = _draws(FaceDataset(pd.concat([photo_frame] * 4), SIZE, augment), seed=0)
         assert np.mean([roughness(x) for x in draws]) < roughness(plain)
 
@@ -130,8 +130,10 @@ def test_cache_datasets_flip_or_refuse(face_folder: Path, tmp_path: Path) -> Non
 
 
 def test_unknown_augment_is_a_clear_error(face_folder: Path) -> None:
-    with pytest.raises(ConfigError, match=r"data.augment='jitter': use one of none, flip, robust"):
-        FaceDataModule(root=str(face_folder), augment="jitter")
+    with pytest.raises(ConfigError, match=r"data.augment='sharpen': use one of none, flip, robust"):
+        FaceDataModule(root=str(face_folder), augment="sharpen")
+    with pytest.raises(ConfigError, match=r"'flip\+sharpen'.*flip, crop, jitter, resample, blur"):
+        FaceDataModule(root=str(face_folder), augment="flip+sharpen")
     with pytest.raises(ConfigError, match="data.augment=True"):
         FaceDataModule(root=str(face_folder), augment=True)  # the old boolean hflip habit
 

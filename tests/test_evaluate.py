@@ -24,11 +24,13 @@ from fakeface.modelfile import ModelFileError, classify, load_classifier
 from fakeface.perturb import (
     PERTURBATIONS,
     SWEEP,
+    RANDOM_STEPS,
     centre_crop,
+    down_up,
     gaussian_blur,
     jpeg,
     perturbation,
-    random_robust,
+    random_steps,
 )
 from fakeface.preprocess import load_image, preprocess, resize_rgb
 
@@ -165,23 +167,43 @@ class ScriptedRng:
         return self.values.pop(0)
 
 
-def test_random_robust_draws(photo: Image.Image) -> None:
+def test_random_blur_and_jpeg_draws(photo: Image.Image) -> None:
     # (blur?, sigma, jpeg?, quality): probability 0.5 each, sigma 3u, quality 30 + floor(71u).
-    blurred = random_robust(photo, ScriptedRng(0.4, 0.5, 0.9))
-    assert blurred.tobytes() == gaussian_blur(photo, 1.5).tobytes()
-    assert random_robust(photo, ScriptedRng(0.9, 0.1, 0.0)).tobytes() == jpeg(photo, 30).tobytes()
-    both = random_robust(photo, ScriptedRng(0.1, 1.0, 0.2, 0.9999))
+    def robust(rng: object) -> Image.Image:
+        return random_steps(photo, rng, ("blur", "jpeg"))
+
+    assert robust(ScriptedRng(0.4, 0.5, 0.9)).tobytes() == gaussian_blur(photo, 1.5).tobytes()
+    assert robust(ScriptedRng(0.9, 0.1, 0.0)).tobytes() == jpeg(photo, 30).tobytes()
+    both = robust(ScriptedRng(0.1, 1.0, 0.2, 0.9999))
     assert both.tobytes() == jpeg(gaussian_blur(photo, 3.0), 100).tobytes()
-    assert random_robust(photo, ScriptedRng(0.5, 0.5)).tobytes() == photo.tobytes()
+    assert robust(ScriptedRng(0.5, 0.5)).tobytes() == photo.tobytes()
     # Real generators: seeded draws repeat; over many draws about a quarter stay untouched.
     for make in (np.random.default_rng, random.Random):
-        first = [random_robust(photo, make(7)).tobytes() for _ in range(2)]
+        first = [robust(make(7)).tobytes() for _ in range(2)]
         assert first[0] == first[1]
         rng = make(0)
-        untouched = sum(random_robust(photo, rng).tobytes() == photo.tobytes() for _ in range(80))
+        untouched = sum(robust(rng).tobytes() == photo.tobytes() for _ in range(80))
         assert 8 <= untouched <= 32
-        out = random_robust(photo, rng)
+        out = robust(rng)
         assert out.mode == "RGB" and out.size == photo.size
+
+
+def test_random_resample_draws(photo: Image.Image) -> None:
+    # (resample?, factor 0.25 + 0.75u, filter: bilinear, bicubic, Lanczos by thirds).
+    bicubic = random_steps(photo, ScriptedRng(0.1, 1 / 3, 0.5), ("resample",))
+    assert bicubic.tobytes() == down_up(photo, 0.5, Image.Resampling.BICUBIC).tobytes()
+    assert random_steps(photo, ScriptedRng(0.5), ("resample",)).tobytes() == photo.tobytes()
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_every_random_step_is_seeded_and_keeps_size_and_range(photo: Image.Image, seed: int) -> None:
+    steps = tuple(RANDOM_STEPS)
+    out = random_steps(photo, random.Random(seed), steps)
+    assert out.tobytes() == random_steps(photo, random.Random(seed), steps).tobytes()
+    assert out.mode == "RGB" and out.size == photo.size
+    pixels = np.asarray(out)
+    assert pixels.dtype == np.uint8 and pixels.std() > 0  # 8-bit pixels, not a flat image
+    assert out.tobytes() != random_steps(photo, random.Random(seed + 10), steps).tobytes()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -3,8 +3,9 @@
 Each one works on the decoded full-resolution image, before `fakeface.preprocess` resizes it,
 and is deterministic (same image, same output). `PERTURBATIONS` is the sweep that
 `python -m fakeface.evaluate robustness=true` runs; `perturbation(name)` also parses other
-strengths ("jpeg60", "blur3", "down0.33", "crop0.9"). `random_robust` is the training-time
-augmentation of Wang et al. 2020 ("CNN-generated images are surprisingly easy to spot... for now").
+strengths ("jpeg60", "blur3", "down0.33", "crop0.9"). `random_steps` draws the training-time
+augmentations (data.augment), among them the blur + JPEG of Wang et al. 2020 ("CNN-generated images
+are surprisingly easy to spot... for now").
 
 Imports only Pillow, numpy and `fakeface.preprocess` (no Lightning, no Hydra): the data pipeline
 and DataLoader workers use it.
@@ -19,7 +20,7 @@ from collections.abc import Callable
 from functools import partial
 
 import numpy as np
-from PIL import Image, ImageFilter
+from PIL import Image, ImageEnhance, ImageFilter
 
 from fakeface.preprocess import to_rgb
 
@@ -40,12 +41,13 @@ def gaussian_blur(image: Image.Image, sigma: float) -> Image.Image:
     return to_rgb(image).filter(ImageFilter.GaussianBlur(radius=sigma))  # Pillow: radius = sigma
 
 
-def down_up(image: Image.Image, factor: float) -> Image.Image:
-    """Downscale by `factor` (0.5: half the side) and upscale back to the same size, bilinear."""
+def down_up(
+    image: Image.Image, factor: float, resample: Image.Resampling = Image.Resampling.BILINEAR
+) -> Image.Image:
+    """Downscale by `factor` (0.5: half the side) and upscale back to the same size."""
     image = to_rgb(image)
     width, height = image.size
     small = (max(1, round(width * factor)), max(1, round(height * factor)))
-    resample = Image.Resampling.BILINEAR
     return image.resize(small, resample).resize((width, height), resample)
 
 
@@ -93,18 +95,52 @@ SWEEP = ("jpeg90", "jpeg75", "jpeg50", "jpeg30", "blur1", "blur2", "down0.5", "d
 PERTURBATIONS: dict[str, Perturbation] = {name: perturbation(name) for name in SWEEP}
 
 
-def random_robust(image: Image.Image, rng: np.random.Generator | random.Random) -> Image.Image:
-    """Wang et al. 2020 training augmentation: each with probability 0.5, blur then re-JPEG.
+# The image-side training augmentations (data.augment components; the flip is done on the tensor),
+# in the order they run: a framing change, then the camera's colour, then the storage history
+# (resampling, softening, and last the JPEG encoding a photo goes through before it is shared).
+RANDOM_STEPS = {
+    "crop": "random-resized crop: area 0.8-1, aspect 0.9-1.1, back to the image's size",
+    "jitter": "brightness, contrast and saturation each x U[0.9, 1.1]",
+    "resample": "p=0.5: down by U[0.25, 1) and back up, bilinear, bicubic or Lanczos at random",
+    "blur": "p=0.5: Gaussian blur, sigma U[0, 3) px",
+    "jpeg": "p=0.5: JPEG re-encoding at quality U{30..100}",
+}
+_FILTERS = (Image.Resampling.BILINEAR, Image.Resampling.BICUBIC, Image.Resampling.LANCZOS)
 
-    Blur sigma ~ U[0, 3) px, JPEG quality ~ U{30, ..., 100}; flips are done elsewhere.
+
+def random_steps(
+    image: Image.Image, rng: np.random.Generator | random.Random, steps: tuple[str, ...]
+) -> Image.Image:
+    """Apply the RANDOM_STEPS named in `steps` (in RANDOM_STEPS' order) with draws from `rng`.
+
+    blur + jpeg is the training augmentation of Wang et al. 2020; resample and a wide JPEG range
+    make a detector forget how its training photos were stored (resized, compressed).
 
     Args:
         image: a decoded RGB image at full resolution (before the resize of `preprocess`).
         rng: the caller's generator (numpy or stdlib; only `.random()` is used), so that
-            each DataLoader worker's seeding decides the draws.
+            each DataLoader worker's seeding decides the draws: same seed, same image.
+        steps: names from RANDOM_STEPS.
     """
-    if rng.random() < 0.5:
+    image = to_rgb(image)
+    width, height = image.size
+    if "crop" in steps:
+        area = (0.8 + 0.2 * rng.random()) * width * height
+        ratio = 0.9 + 0.2 * rng.random()
+        crop_w = min(width, max(1, round((area * ratio) ** 0.5)))
+        crop_h = min(height, max(1, round((area / ratio) ** 0.5)))
+        left = int((width - crop_w + 1) * rng.random())
+        top = int((height - crop_h + 1) * rng.random())
+        box = (left, top, left + crop_w, top + crop_h)
+        image = image.resize((width, height), Image.Resampling.BILINEAR, box=box)
+    if "jitter" in steps:
+        for enhance in (ImageEnhance.Brightness, ImageEnhance.Contrast, ImageEnhance.Color):
+            image = enhance(image).enhance(0.9 + 0.2 * rng.random())
+    if "resample" in steps and rng.random() < 0.5:
+        factor = 0.25 + 0.75 * rng.random()
+        image = down_up(image, factor, _FILTERS[min(int(3 * rng.random()), 2)])
+    if "blur" in steps and rng.random() < 0.5:
         image = gaussian_blur(image, 3.0 * rng.random())
-    if rng.random() < 0.5:
+    if "jpeg" in steps and rng.random() < 0.5:
         image = jpeg(image, 30 + min(int(71 * rng.random()), 70))  # 71 equally likely qualities
-    return to_rgb(image)
+    return image

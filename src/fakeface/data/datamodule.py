@@ -12,7 +12,6 @@ import pandas as pd
 import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, default_collate
-from torchvision import transforms
 
 from fakeface.data.cache import (
     CACHE_AUGMENTS,
@@ -23,7 +22,7 @@ from fakeface.data.cache import (
 )
 from fakeface.data.index import index_split, split_folder
 from fakeface.errors import BadImageError, ConfigError, DatasetError
-from fakeface.perturb import random_robust
+from fakeface.perturb import RANDOM_STEPS, random_steps
 from fakeface.preprocess import IMAGE_SIZE, load_image, preprocess
 
 log = logging.getLogger(__name__)
@@ -61,50 +60,46 @@ def collate_tracked(items: list[Any]) -> Any:
     return Tracked(default_collate([tuple(item) for item in items]), skipped)
 
 
-# data.augment: what each mode adds (each includes the one before it).
+# data.augment presets -> their steps: `flip` (on the resized tensor) and the RANDOM_STEPS of
+# fakeface.perturb (on the decoded full-resolution image). Steps also combine with "+".
 AUGMENTS = {
-    "none": "no augmentation",
-    "flip": "random horizontal flip (p=0.5)",
-    "robust": "flip + blur sigma U[0,3) and JPEG quality U{30..100}, each p=0.5 (Wang et al. 2020)",
-    "strong": "robust + random-resized crop (scale 0.8-1, ratio 0.9-1.1) + colour jitter 0.1",
+    "none": (),
+    "flip": ("flip",),
+    "robust": ("flip", "blur", "jpeg"),  # Wang et al. 2020
+    "strong": ("flip", "crop", "jitter", "blur", "jpeg"),
+    "source": ("flip", "jitter", "resample", "blur", "jpeg"),  # forget the storage history
 }
+STEPS = ("flip", *RANDOM_STEPS)
 
 
-def check_augment(augment: str) -> str:
-    """Return `augment` if it names a mode of AUGMENTS, else raise ConfigError listing them."""
-    if augment not in AUGMENTS:
-        raise ConfigError(f"data.augment={augment!r}: use one of {', '.join(AUGMENTS)}")
-    return augment
+def check_augment(augment: str) -> tuple[str, ...]:
+    """The steps of data.augment (a preset of AUGMENTS, or steps joined by "+"); else ConfigError."""
+    if isinstance(augment, str) and augment in AUGMENTS:
+        return AUGMENTS[augment]
+    steps = tuple(augment.split("+")) if isinstance(augment, str) else ()
+    if not steps or any(step not in STEPS for step in steps):
+        raise ConfigError(
+            f"data.augment={augment!r}: use one of {', '.join(AUGMENTS)}, or steps joined by "
+            f"'+' from {', '.join(STEPS)} (e.g. data.augment=flip+resample+jpeg)"
+        )
+    return steps
 
 
 class ImageAugment:
-    """The PIL-side training augmentation of data.augment=robust|strong, before the resize.
+    """The image-side steps of data.augment (fakeface.perturb.RANDOM_STEPS), before the resize.
 
     Works on the decoded full-resolution image so that `fakeface.preprocess` stays the one
-    resize path (the flip is done after it, on the tensor). Every draw comes from torch's global
-    generator, which Lightning's `seed_everything(workers=True)` and the DataLoader seed
-    differently in each worker process and each epoch: no worker repeats another's draws.
+    resize path (the flip is done after it, on the tensor). Each image gets a fresh stdlib
+    generator seeded from torch's global one, which Lightning's `seed_everything(workers=True)`
+    and the DataLoader seed differently in each worker process and each epoch: the draws are
+    reproducible and no worker repeats another's.
     """
 
-    CROP_SCALE, CROP_RATIO = (0.8, 1.0), (0.9, 1.1)  # area fraction, aspect ratio w/h
-
-    def __init__(self, augment: str) -> None:
-        self.strong = check_augment(augment) == "strong"
-        self.robust = augment in ("robust", "strong")
-        self.jitter = transforms.ColorJitter(brightness=0.1, contrast=0.1, saturation=0.1)
+    def __init__(self, steps: tuple[str, ...]) -> None:
+        self.steps = tuple(step for step in steps if step in RANDOM_STEPS)
 
     def __call__(self, image: Image.Image) -> Image.Image:
-        if self.strong:
-            # A mild crop, resized back to the image's own size (preprocess resizes after).
-            box = transforms.RandomResizedCrop.get_params(image, self.CROP_SCALE, self.CROP_RATIO)
-            size = [image.height, image.width]
-            bilinear = transforms.InterpolationMode.BILINEAR
-            image = transforms.functional.resized_crop(image, *box, size, bilinear, antialias=True)
-            image = self.jitter(image)
-        if self.robust:
-            # A fresh stdlib generator per image, seeded from torch's per-worker state.
-            image = random_robust(image, random.Random(int(torch.randint(2**62, ()))))
-        return image
+        return random_steps(image, random.Random(int(torch.randint(2**62, ()))), self.steps)
 
 
 class FaceDataset(Dataset):
@@ -112,8 +107,8 @@ class FaceDataset(Dataset):
 
     Args:
         frame: rows with `image_path` and `label`.
-        augment: `none`, `flip`, `robust` or `strong` (see AUGMENTS); robust/strong work on the
-            decoded full-resolution image before `fakeface.preprocess` resizes it.
+        augment: a preset of AUGMENTS or steps joined by "+"; every step but the flip works on
+            the decoded full-resolution image before `fakeface.preprocess` resizes it.
         on_bad_image: `skip` stands the next readable image in for an unreadable one and names
             the file in the item's `.skipped` (the DataModule logs and counts it); `error` raises
             BadImageError.
@@ -135,9 +130,10 @@ class FaceDataset(Dataset):
         self.paths = frame["image_path"].tolist()
         self.labels = torch.tensor(frame["label"].tolist(), dtype=torch.long)
         self.image_size = image_size
-        self.augment = check_augment(augment)
-        self.flip = augment != "none"
-        self.image_augment = ImageAugment(augment) if augment in ("robust", "strong") else None
+        self.augment = augment
+        steps = check_augment(augment)
+        self.flip = "flip" in steps
+        self.image_augment = ImageAugment(steps) if set(steps) - {"flip"} else None
         self.on_bad_image = on_bad_image
         self.crop = crop
 
@@ -179,7 +175,8 @@ class FaceDataModule(L.LightningDataModule):
             exactly two classes (fake, real) are required.
         synthetic: if given, generate the synthetic dataset into `root` first (kwargs of
             `fakeface.data.synthetic.generate_synthetic`: n_train, n_valid, n_test, seed).
-        augment: training-split augmentation: `none`, `flip`, `robust` or `strong` (AUGMENTS).
+        augment: training-split augmentation: a preset of AUGMENTS (none, flip, robust, strong,
+            source) or steps joined by "+" (flip, crop, jitter, resample, blur, jpeg).
         train_crop: train on random train_crop x train_crop patches of the image_size images
             (validation and test read whole images); needs a fully convolutional model.arch.
         cache: decode each split once into a memory-mapped uint8 array under `cache_dir`.
