@@ -23,8 +23,8 @@ from fakeface.metrics import auto_threshold, binary_metrics
 from fakeface.modelfile import ModelFileError, classify, load_classifier
 from fakeface.perturb import (
     PERTURBATIONS,
-    SWEEP,
     RANDOM_STEPS,
+    SWEEP,
     centre_crop,
     down_up,
     gaussian_blur,
@@ -196,7 +196,9 @@ def test_random_resample_draws(photo: Image.Image) -> None:
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_every_random_step_is_seeded_and_keeps_size_and_range(photo: Image.Image, seed: int) -> None:
+def test_every_random_step_is_seeded_and_keeps_size_and_range(
+    photo: Image.Image, seed: int
+) -> None:
     steps = tuple(RANDOM_STEPS)
     out = random_steps(photo, random.Random(seed), steps)
     assert out.tobytes() == random_steps(photo, random.Random(seed), steps).tobytes()
