@@ -15,7 +15,7 @@ from PIL import Image
 from conftest import CONF_DIR, compose, make_face_folder
 from fakeface.data.datamodule import FaceDataModule
 from fakeface.data.index import build_index
-from fakeface.errors import DatasetError
+from fakeface.errors import ConfigError, DatasetError
 from fakeface.models.nets import SeedCNN
 from fakeface.preprocess import preprocess_file
 from fakeface.train import train
@@ -205,6 +205,55 @@ def test_folder_layout_split_is_stratified_and_reproducible(tmp_path: Path) -> N
     reused = FaceDataModule(root=str(root), layout="folder", split_file=str(tmp_path / "split.csv"))
     assert reused.index("test")["image_path"].tolist() == dm.index("test")["image_path"].tolist()
     assert set(dm.index("valid")["split"]) == {"valid"}
+
+
+def test_several_roots_and_a_val_root_index_and_split_as_documented(tmp_path: Path) -> None:
+    a, b, c = (make_face_folder(tmp_path / n, per_class=20, splits=("",)) for n in "abc")
+    fractions = (0.5, 0.25, 0.25)
+    both = FaceDataModule(root=[str(a), str(b)], layout="folder", split_fractions=fractions)
+    frame = both.folder_split()
+    # Each folder is split on its own, stratified, exactly as it would be alone.
+    for folder in (a, b):
+        alone = FaceDataModule(root=str(folder), layout="folder", split_fractions=fractions)
+        rows = frame[frame["source"] == str(folder.resolve())].reset_index(drop=True)
+        assert rows[["image_path", "split"]].equals(alone.folder_split()[["image_path", "split"]])
+    assert len(both.index("train")) == 40 and len(both.index("all")) == 80
+
+    # val_root: validation comes from c alone (val_root_fraction of it), never trained on;
+    # training and test stay a's.
+    held = FaceDataModule(root=str(a), val_root=str(c), layout="folder", split_fractions=fractions)
+    split = held.folder_split()
+    c_rows = split[split["source"] == str(c.resolve())]
+    assert set(c_rows["split"]) == {"valid", "test"} and (c_rows["split"] == "valid").sum() == 20
+    assert set(held.index("valid")["image_path"]) == set(
+        c_rows.loc[c_rows["split"] == "valid", "image_path"]
+    )
+    assert set(held.index("valid").groupby("class_name").size()) == {10}
+    for name in ("train", "test"):
+        assert all(p.startswith(str(a)) for p in held.index(name)["image_path"])
+
+    # The run's split.csv serves each folder again: only that folder's rows.
+    split.to_csv(tmp_path / "split.csv", index=False)
+    reused = FaceDataModule(root=str(c), layout="folder", split_file=str(tmp_path / "split.csv"))
+    assert set(reused.index("test")["image_path"]) == set(
+        c_rows.loc[c_rows["split"] == "test", "image_path"]
+    )
+    with pytest.raises(DatasetError, match="lists no image of"):
+        FaceDataModule(root=str(b), layout="folder", split_file=str(tmp_path / "split.csv")).index(
+            "test"
+        )
+    with pytest.raises(ConfigError, match="data.val_root_fraction=1"):
+        FaceDataModule(root=str(a), val_root=str(c), layout="folder", val_root_fraction=1)
+    with pytest.raises(ConfigError, match="data.val_root needs data=folder"):
+        FaceDataModule(root=str(a), val_root=str(c))
+
+
+def test_roots_with_other_classes_are_refused(tmp_path: Path) -> None:
+    a = make_face_folder(tmp_path / "a", per_class=4, splits=("",))
+    b = make_face_folder(tmp_path / "b", per_class=4, splits=("",))
+    (b / "fake").rename(b / "gan")
+    with pytest.raises(DatasetError, match="every data.root needs the same ones"):
+        FaceDataModule(root=[str(a), str(b)], layout="folder").folder_split()
 
 
 def test_optuna_sweep_runs_two_trials(tmp_path: Path) -> None:

@@ -23,6 +23,7 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from fakeface.cli import hydra_main
+from fakeface.data.index import sources
 from fakeface.errors import ConfigError
 from fakeface.inference import CLEAN, score_files
 from fakeface.metrics import HEADLINE, POSITIVE, auto_threshold, binary_metrics
@@ -71,33 +72,36 @@ def data_config(cfg: DictConfig) -> dict[str, Any]:
 
     With data=folder and no data.split_file, a split.csv beside the classifier (what a training
     run writes next to its classifier.ts) is the split the model was trained with. It is reused
-    only when it indexes the folder asked for (data.root, or no data.root given), so that another
-    folder is never silently replaced by the training run's own images (`run_split=false`
-    re-splits always). data.root then names the folder the scored images really come from.
+    only when it indexes the folder asked for (data.root, or no data.root given; a run with
+    several folders or a data.val_root lists each), and then only that folder's rows are scored,
+    so that another folder is never silently replaced by the training run's own images
+    (`run_split=false` re-splits always). data.root then names the folder(s) scored.
     """
     data = OmegaConf.to_container(cfg.data, resolve=True)
     root = data.get("root")
     if data.get("layout") == "folder" and not data.get("split_file") and cfg.run_split:
         beside = Path(cfg.classifier).expanduser().parent / "split.csv"
-        if beside.is_file() and (root is None or _split_root(beside) == _resolved(root)):
+        asked = [_resolved(r) for r in ([root] if isinstance(root, str) else root or [])]
+        if beside.is_file() and set(asked) <= set(_split_sources(beside)):
             log.info("data=folder: using the training run's split %s", beside)
             data["split_file"] = str(beside)
     if data.get("split_file"):
         split_file = Path(data["split_file"]).expanduser()
         if not split_file.is_file():
             raise ConfigError(f"data.split_file={split_file}: no such file")
-        data["root"] = str(_split_root(split_file) or root)
+        if root is None:
+            folders = [str(folder) for folder in _split_sources(split_file)]
+            data["root"] = folders[0] if len(folders) == 1 else folders or None
     return data
 
 
-def _resolved(path: str | Path) -> Path:
-    return Path(path).expanduser().resolve()
+def _resolved(path: str | Path) -> str:
+    return str(Path(path).expanduser().resolve())
 
 
-def _split_root(split_file: Path) -> Path | None:
-    """The folder a split file's images live in (root/<class>/<file>), None if it lists none."""
-    first = pd.read_csv(split_file, usecols=["image_path"], nrows=1)["image_path"]
-    return _resolved(Path(first.iloc[0]).parent.parent) if len(first) else None
+def _split_sources(split_file: Path) -> list[str]:
+    """The folders a split file's images come from, in order of first appearance."""
+    return list(dict.fromkeys(sources(pd.read_csv(split_file))))
 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from fakeface.data.cache import (
     DeviceBatches,
     load_or_build,
 )
-from fakeface.data.index import index_split, split_folder
+from fakeface.data.index import SPLITS, concat_sources, index_split, sources, split_folder
 from fakeface.errors import BadImageError, ConfigError, DatasetError
 from fakeface.perturb import RANDOM_STEPS, random_steps
 from fakeface.preprocess import IMAGE_SIZE, load_image, preprocess
@@ -165,12 +165,25 @@ class FaceDataset(Dataset):
         raise DatasetError(f"none of the {len(self.paths)} images is readable ({skipped[0]})")
 
 
+def _as_list(value: str | list[str] | None) -> list[str]:
+    """A folder setting given as one path, a list of paths, or null -> a list."""
+    if value is None:
+        return []
+    return [str(value)] if isinstance(value, str | Path) else [str(v) for v in value]
+
+
 class FaceDataModule(L.LightningDataModule):
     """Train on `train`, validate on `valid`, test on `test` (the original validated on test).
 
     Args:
-        root: folder holding the split folders (layout=folder: the class folders); `~` is
-            expanded. Required unless layout=folder reads a `split_file`.
+        root: folder holding the split folders (layout=folder: the class folders), or a list
+            of such folders, indexed together (each row of the index names its `source`);
+            `~` is expanded. Required unless layout=folder reads a `split_file`.
+        val_root: layout=folder: other folders (one or a list) to select and calibrate the
+            model by, never trained on. Each is split, stratified and seeded, into
+            `val_root_fraction` validation and the rest test; the validation split is then
+            theirs alone, the test split stays that of `root` (evaluate scores a val_root's
+            test part with data.root=<val_root> and the run's split.csv).
         classes: keep only these classes (the DCGAN trains on `[real]`); None = both, and then
             exactly two classes (fake, real) are required.
         synthetic: if given, generate the synthetic dataset into `root` first (kwargs of
@@ -189,7 +202,7 @@ class FaceDataModule(L.LightningDataModule):
 
     def __init__(
         self,
-        root: str | None = "data/synthetic",
+        root: str | list[str] | None = "data/synthetic",
         image_size: int = IMAGE_SIZE,
         batch_size: int = 32,
         num_workers: int = 2,
@@ -211,6 +224,8 @@ class FaceDataModule(L.LightningDataModule):
         split_fractions: tuple[float, float, float] = (0.7, 0.15, 0.15),
         split_seed: int = 0,
         split_file: str | None = None,
+        val_root: str | list[str] | None = None,
+        val_root_fraction: float = 0.5,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -239,7 +254,15 @@ class FaceDataModule(L.LightningDataModule):
                 f"data.root is not set: pass data.root=/path/to/folder ({where})"
                 + (" or data.split_file=<run>/split.csv" if layout == "folder" else "")
             )
-        self.root = Path(root).expanduser() if root is not None else None
+        self.roots = [Path(r).expanduser() for r in _as_list(root)]
+        self.root = self.roots[0] if self.roots else None  # the synthetic set's folder
+        self.val_roots = [Path(r).expanduser() for r in _as_list(val_root)]
+        if self.val_roots and layout != "folder":
+            raise ConfigError("data.val_root needs data=folder (folders of class subfolders)")
+        if not 0 < val_root_fraction < 1:
+            raise ConfigError(
+                f"data.val_root_fraction={val_root_fraction}: use a share in (0, 1), e.g. 0.5"
+            )
         self.classes = list(classes) if classes is not None else None
         self.frames: dict[str, pd.DataFrame] = {}
         if not 0.0 <= max_bad_fraction <= 1.0:
@@ -259,9 +282,21 @@ class FaceDataModule(L.LightningDataModule):
         if "all" not in self.frames:
             if hp.split_file:
                 frame = pd.read_csv(Path(hp.split_file).expanduser())
+                if self.roots or self.val_roots:  # only the rows of the folders asked for
+                    wanted = {str(r.resolve()) for r in self.roots + self.val_roots}
+                    frame = frame[sources(frame).isin(wanted)].reset_index(drop=True)
+                    if frame.empty:
+                        raise DatasetError(
+                            f"data.split_file={hp.split_file} lists no image of "
+                            f"{', '.join(sorted(wanted))}"
+                        )
                 frame.attrs["classes"] = sorted(frame["class_name"].unique())
             else:
-                frame = split_folder(self.root, tuple(hp.split_fractions), hp.split_seed)
+                held_out = (0.0, hp.val_root_fraction, 1 - hp.val_root_fraction)
+                frame = concat_sources(
+                    [split_folder(r, tuple(hp.split_fractions), hp.split_seed) for r in self.roots]
+                    + [split_folder(r, held_out, hp.split_seed) for r in self.val_roots]
+                )
             self.frames["all"] = frame
         return self.frames["all"]
 
@@ -272,7 +307,12 @@ class FaceDataModule(L.LightningDataModule):
         layout = self.hparams.layout
         if layout == "folder":
             everything = self.folder_split()
-            keep = everything["split"] == split
+            keep = (everything["split"] == split) | (split == "all")
+            if self.val_roots and split != "all":
+                # Validation from the val_root folders alone, training and test from data.root.
+                val_sources = {str(r.resolve()) for r in self.val_roots}
+                from_val_root = sources(everything).isin(val_sources)
+                keep &= from_val_root if split == self.hparams.val_split else ~from_val_root
             if self.classes is not None:
                 keep &= everything["class_name"].isin(self.classes)
             frame = everything[keep].reset_index(drop=True)
@@ -282,7 +322,10 @@ class FaceDataModule(L.LightningDataModule):
                     f"split {split!r} of {self.root} is empty: check split_fractions"
                 )
         elif layout == "splits":
-            frame = index_split(self.root, split, self.classes)
+            splits = SPLITS if split == "all" else (split,)
+            frame = concat_sources(
+                [index_split(root, s, self.classes) for root in self.roots for s in splits]
+            )
         else:
             raise DatasetError(f"data.layout={layout!r}: use 'splits' or 'folder'")
         found = frame.attrs["classes"]

@@ -54,6 +54,7 @@ def index_split(root: str | Path, split: str, classes: list[str] | None = None) 
             raise DatasetError(f"class folder {split_dir / name} has no images")
         rows += [(str(p), class_to_idx[name], name, split) for p in files]
     frame = pd.DataFrame(rows, columns=["image_path", "label", "class_name", "split"])
+    frame["source"] = str(root.resolve())
     frame.attrs["classes"] = all_classes
     return frame
 
@@ -102,5 +103,27 @@ def split_folder(
             rows.append((str(files[i]), class_to_idx[name], name, split))
     frame = pd.DataFrame(rows, columns=["image_path", "label", "class_name", "split"])
     frame = frame.sort_values(["split", "label", "image_path"], ignore_index=True)
+    frame["source"] = str(root.resolve())
     frame.attrs["classes"] = classes
     return frame
+
+
+def concat_sources(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    """One index of several folders (each row keeps its `source`); DatasetError if classes differ."""
+    classes = frames[0].attrs["classes"]
+    for frame in frames[1:]:
+        if frame.attrs["classes"] != classes:
+            raise DatasetError(
+                f"{frame['source'].iloc[0]} has class folders {frame.attrs['classes']}, "
+                f"{frames[0]['source'].iloc[0]} has {classes}: every data.root needs the same ones"
+            )
+    frame = pd.concat(frames, ignore_index=True)
+    frame.attrs["classes"] = classes
+    return frame
+
+
+def sources(frame: pd.DataFrame) -> pd.Series:
+    """Each row's source folder (resolved): its `source` column, else root/<class>/<file>'s root."""
+    if "source" in frame:
+        return frame["source"].astype(str)
+    return frame["image_path"].map(lambda p: str(Path(p).expanduser().resolve().parent.parent))
