@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -10,6 +11,7 @@ import torch
 from lightning.pytorch.plugins.precision import Precision
 
 from fakeface.errors import ConfigError
+from fakeface.modelfile import load_classifier
 from fakeface.models.classifier import CNNClassifier, precise_bn_batches, recalibrate_batchnorm
 
 
@@ -98,6 +100,12 @@ def test_experiment_detector_trains_and_exports_its_final_weights(tmp_path: Path
     assert Path(metrics["best_checkpoint"]).name == "last.ckpt"
     assert torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 1
     assert (out / "classifier.ts").is_file() and "test" in metrics
+    # The exported file carries the temperature fitted on the validation split, and uses it.
+    calibration = json.loads((out / "metrics.json").read_text())["calibration"]
+    _, info = load_classifier(out / "classifier.ts")
+    assert info.temperature == pytest.approx(calibration["temperature"]) and info.temperature > 0
+    assert info.calibration["images"] == 12 and info.calibration["split"] == "valid"
+    assert calibration["nll_after"] <= calibration["nll_before"] + 1e-9
 
 
 def test_precise_bn_share_counts_batches_of_the_epoch() -> None:

@@ -19,7 +19,7 @@ from torch import nn
 from conftest import compose, make_face_folder
 from fakeface.export import export_classifier
 from fakeface.inference import ImageFiles, score_files
-from fakeface.metrics import auto_threshold, binary_metrics
+from fakeface.metrics import auto_threshold, binary_metrics, fit_temperature, uncalibrated
 from fakeface.modelfile import ModelFileError, classify, load_classifier
 from fakeface.perturb import (
     PERTURBATIONS,
@@ -83,6 +83,19 @@ def test_binary_metrics_one_class_and_bad_input() -> None:
         binary_metrics([0.5, 1.5], [1, 0])
     with pytest.raises(ValueError, match="equal-length"):
         binary_metrics([0.5], [1, 0])
+
+
+def test_fit_temperature_recovers_the_scale_of_overconfident_logits() -> None:
+    # Labels drawn from softmax(z / 3): the logits z are 3x too confident; T ~ 3 undoes it.
+    generator = torch.Generator().manual_seed(0)
+    z = torch.randn(4000, 2, generator=generator) * 6
+    labels = torch.multinomial(torch.softmax(z / 3, dim=1), 1, generator=generator).squeeze(1)
+    assert fit_temperature(z, labels) == pytest.approx(3.0, rel=0.1)
+    assert fit_temperature(z / 3, labels) == pytest.approx(1.0, rel=0.1)
+    # uncalibrated() undoes a file's temperature exactly on two classes.
+    p_file = torch.softmax(z[:5] / 3, dim=1)[:, 0].numpy()
+    raw = torch.softmax(z[:5], dim=1)[:, 0].numpy()
+    assert np.allclose(uncalibrated(p_file, 3.0), raw, atol=1e-6)
 
 
 @pytest.mark.parametrize(
@@ -299,6 +312,9 @@ def test_cli_writes_every_report_file(faces: Path, checker_model: Path, tmp_path
     for key in ("accuracy", "balanced_accuracy", "roc_auc", "average_precision", "ece", "n"):
         assert got[key] == pytest.approx(expected[key], abs=1e-6), key
     assert got["confusion_matrix"] == expected["confusion_matrix"]
+    # An uncalibrated file (temperature 1): the ECE without it is the same ECE.
+    assert report["calibration"]["temperature"] == 1.0
+    assert report["calibration"]["ece_uncalibrated"] == pytest.approx(got["ece"], abs=1e-9)
     for name in ("fake", "real"):
         assert got["per_class"][name] == pytest.approx(expected["per_class"][name], abs=1e-6)
     assert (

@@ -194,3 +194,19 @@ def test_cli_errors_without_traceback(tmp_path) -> None:
     assert run.returncode == 1 and run.stderr.startswith("fakeface: error: checkpoint")
     assert "nope.ckpt not found" in run.stderr and "Traceback" not in run.stderr
     assert not list(tmp_path.rglob("*.ts"))  # nothing exported
+
+
+def test_the_temperature_round_trips_and_scales_the_logits(tmp_path) -> None:
+    net = seed_cnn()
+    fitted = {"split": "valid", "images": 40, "ece_before": 0.2, "ece_after": 0.05}
+    path = export_classifier(net, tmp_path / "t.ts", SIZE, temperature=2.5, calibration=fitted)
+    model, info = load_classifier(path)
+    assert info.temperature == 2.5 and info.calibration == fitted
+    x = torch.rand(4, 3, SIZE, SIZE)
+    with torch.no_grad():
+        expected = torch.softmax(net(x) / 2.5, dim=1)
+        assert torch.allclose(model(x), expected, atol=1e-5)
+    # An old file without the key reads as uncalibrated.
+    assert load_classifier(export_classifier(net, tmp_path / "u.ts", SIZE))[1].temperature == 1.0
+    with pytest.raises(ConfigError, match="temperature=0"):
+        export_classifier(net, tmp_path / "bad.ts", SIZE, temperature=0)

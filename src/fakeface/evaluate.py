@@ -26,7 +26,7 @@ from fakeface.cli import hydra_main
 from fakeface.data.index import sources
 from fakeface.errors import ConfigError
 from fakeface.inference import CLEAN, score_files
-from fakeface.metrics import HEADLINE, POSITIVE, auto_threshold, binary_metrics
+from fakeface.metrics import HEADLINE, POSITIVE, auto_threshold, binary_metrics, uncalibrated
 from fakeface.modelfile import load_classifier, precision_dtype
 from fakeface.perturb import Perturbation, perturbation
 from fakeface.plots import (
@@ -169,6 +169,14 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         for name, p in scores.items()
     }
     metrics = results[CLEAN]
+    # The file's own probabilities are calibrated (divided by its temperature); say what the
+    # network's raw ones would have scored, so the report shows ECE before and after.
+    raw = uncalibrated(scores[CLEAN][ok], info.temperature)
+    calibration = {
+        "temperature": info.temperature,
+        "fitted_on": info.calibration,
+        "ece_uncalibrated": binary_metrics(raw, is_fake[ok], threshold, n_bins=cfg.ece_bins)["ece"],
+    }
 
     out_dir.mkdir(parents=True, exist_ok=True)
     predictions = frame[["image_path", "class_name"]].copy()
@@ -208,6 +216,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         "ece_bins": cfg.ece_bins,
         "images_per_s": len(frame) / seconds if seconds else math.nan,
         "metrics": metrics,
+        "calibration": calibration,
         "robustness": robustness if cfg.robustness else [],
         "robustness_metrics": {k: v for k, v in results.items() if k != CLEAN},
         "unreadable": [{"path": frame["image_path"][i], "reason": e} for i, e in sorted(errors.items())],

@@ -30,16 +30,17 @@ DEFAULT_CLASS_NAMES = ("fake", "real")
 
 
 class Probabilities(nn.Module):
-    """A logits network followed by a softmax in fp32: the exported file's forward."""
+    """A logits network, its calibration temperature, then a softmax in fp32: the file's forward."""
 
-    def __init__(self, net: nn.Module) -> None:
+    def __init__(self, net: nn.Module, temperature: float = 1.0) -> None:
         super().__init__()
         self.net = net
+        self.temperature = float(temperature)  # a constant in the traced graph
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # x: N x 3 x S x S in [0, 1] -> N x classes probabilities; .float() keeps the softmax fp32
         # when the caller runs the file under bf16 autocast.
-        return torch.softmax(self.net(x).float(), dim=1)
+        return torch.softmax(self.net(x).float() / self.temperature, dim=1)
 
 
 def export_classifier(
@@ -50,6 +51,8 @@ def export_classifier(
     source: str | Path = "",
     arch: str | None = None,
     class_names: Sequence[str] | None = None,
+    temperature: float = 1.0,
+    calibration: dict | None = None,
 ) -> Path:
     """Trace `model` (a CNNClassifier or a plain logits net) to a fakeface TorchScript file.
 
@@ -63,7 +66,12 @@ def export_classifier(
         source: the checkpoint it comes from (recorded in the metadata).
         arch: architecture name; default `model.hparams.arch`, else the class name.
         class_names: output order; default `model.class_names`, else ("fake", "real").
+        temperature: the file divides the logits by it before the softmax (`fit_temperature`);
+            1 leaves them as trained.
+        calibration: how the temperature was fitted, for the metadata.
     """
+    if not 0 < temperature < float("inf"):
+        raise ConfigError(f"temperature={temperature}: use a positive number (1 = uncalibrated)")
     hparams = getattr(model, "hparams", {})
     net = getattr(model, "net", model)  # CNNClassifier keeps its network in .net
     image_size = image_size or hparams.get("image_size")
@@ -76,8 +84,10 @@ def export_classifier(
         source=str(source),
         torch_version=torch.__version__,
         fakeface_version=fakeface.__version__,
+        temperature=float(temperature),
+        calibration=dict(calibration or {}),
     )
-    wrapper = Probabilities(copy.deepcopy(net).to("cpu", torch.float32)).eval()
+    wrapper = Probabilities(copy.deepcopy(net).to("cpu", torch.float32), temperature).eval()
 
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
@@ -103,7 +113,9 @@ def export_classifier(
     return out_path
 
 
-def export_checkpoint(ckpt: str | Path, out_path: str | Path = "classifier.ts") -> Path:
+def export_checkpoint(
+    ckpt: str | Path, out_path: str | Path = "classifier.ts", temperature: float = 1.0
+) -> Path:
     """Load a CNNClassifier checkpoint (no Hydra needed) and export it to `out_path`."""
     ckpt = Path(ckpt)
     if not ckpt.is_file():
@@ -120,7 +132,7 @@ def export_checkpoint(ckpt: str | Path, out_path: str | Path = "classifier.ts") 
             f"{ckpt} is not a CNNClassifier checkpoint ({type(err).__name__}: {first}); "
             "export the .ckpt of a `experiment=cnn` run"
         ) from err
-    return export_classifier(module, out_path, source=ckpt.resolve())
+    return export_classifier(module, out_path, source=ckpt.resolve(), temperature=temperature)
 
 
 @hydra_main("export")
@@ -128,11 +140,12 @@ def main(cfg: DictConfig) -> str:
     """CLI: export `cfg.ckpt` to <out>/classifier.ts."""
     if not cfg.ckpt:
         raise ConfigError("give the checkpoint: python -m fakeface.export ckpt=<cnn.ckpt>")
-    path = export_checkpoint(cfg.ckpt, Path(cfg.out) / "classifier.ts")
+    path = export_checkpoint(cfg.ckpt, Path(cfg.out) / "classifier.ts", cfg.temperature)
     _, info = load_classifier(path)
     print(
         f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB): {info.arch}, "
         f"{info.image_size}x{info.image_size} RGB in [0,1] -> {list(info.class_names)} probabilities"
+        f", temperature {info.temperature:.3g}"
     )
     return str(path)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -111,3 +112,36 @@ def auto_threshold(p_fake: ArrayLike, is_fake: ArrayLike) -> tuple[float, float]
     tied = candidates[torch.isclose(balanced, best, rtol=0, atol=1e-12)]
     threshold = tied[(tied - 0.5).abs().argmin()]
     return float(threshold), float(best)
+
+
+def fit_temperature(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    """The temperature T minimising the NLL of softmax(logits / T) (Guo et al. 2017).
+
+    One scalar for all classes: the ranking and the argmax are unchanged, only the confidence
+    moves. T is searched on a log scale in [0.05, 20] (an overconfident model gets T > 1).
+
+    Args:
+        logits: N x C float logits of a validation split (not the training images).
+        labels: N class ids.
+    """
+    logits, labels = logits.detach().double(), labels.long()
+    log_t = torch.zeros((), dtype=torch.float64, requires_grad=True)
+    optimizer = torch.optim.LBFGS([log_t], lr=0.5, max_iter=100, line_search_fn="strong_wolfe")
+
+    def nll() -> torch.Tensor:
+        optimizer.zero_grad()
+        loss = torch.nn.functional.cross_entropy(logits / log_t.exp(), labels)
+        loss.backward()
+        return loss
+
+    optimizer.step(nll)
+    return float(log_t.detach().clamp(math.log(0.05), math.log(20.0)).exp())
+
+
+def uncalibrated(p_fake: ArrayLike, temperature: float) -> np.ndarray:
+    """p_fake of a two-class file that divides its logits by `temperature`, as if it did not.
+
+    log(p_fake / p_other) is (z_fake - z_other) / T, so multiplying it by T undoes the scaling.
+    """
+    p = np.clip(np.asarray(p_fake, dtype=np.float64), 1e-12, 1 - 1e-12)
+    return 1.0 / (1.0 + np.exp(-temperature * np.log(p / (1 - p))))

@@ -11,7 +11,7 @@ import warnings
 import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -48,7 +48,9 @@ class ClassifierInfo:
     source: str = ""  # the checkpoint it was exported from
     scaling: str = "1/255"
     input: str = "RGB float32 NCHW [0,1]"
-    output: str = "probabilities N x len(class_names) (softmax applied)"
+    output: str = "probabilities N x len(class_names) (softmax of logits / temperature)"
+    temperature: float = 1.0  # fitted on the validation split (calibration); 1 = none
+    calibration: dict = field(default_factory=dict)  # how it was fitted: split, images, ECE, NLL
     torch_version: str = ""
     fakeface_version: str = ""
     format: str = FORMAT
@@ -81,7 +83,10 @@ class ClassifierInfo:
         try:
             info = cls(**known)
             return replace(
-                info, image_size=int(info.image_size), class_names=tuple(info.class_names)
+                info,
+                image_size=int(info.image_size),
+                class_names=tuple(info.class_names),
+                temperature=float(info.temperature),
             )
         except (TypeError, ValueError) as err:
             raise ModelFileError(

@@ -19,7 +19,12 @@ def _number(value: float | None, digits: int = 4) -> str:
 
 def render_markdown(report: dict[str, Any]) -> str:
     """report.json's content as a human-readable markdown page (images linked relatively)."""
-    m, data, thr = report["metrics"], report["data"], report["threshold"]
+    m, data, thr, cal = (
+        report["metrics"],
+        report["data"],
+        report["threshold"],
+        report["calibration"],
+    )
     positive, negative = m["classes"]
     how = (
         f"auto: best balanced accuracy {thr['val_balanced_accuracy']:.4f} on split "
@@ -48,6 +53,8 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"| ROC-AUC (positive: {positive}) | {_number(m['roc_auc'])} |",
         f"| average precision (positive: {positive}) | {_number(m['average_precision'])} |",
         f"| ECE ({report['ece_bins']} bins, top-label) | {_number(m['ece'])} |",
+        f"| ECE without the file's temperature ({cal['temperature']:.3g}) "
+        f"| {_number(cal['ece_uncalibrated'])} |",
         "",
         "| class | precision | recall | F1 | images |",
         "|---|---|---|---|---|",
