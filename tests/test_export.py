@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from fakeface.errors import ConfigError
-from fakeface.export import export_checkpoint, export_classifier
+from fakeface.export import export_checkpoint, export_classifier, export_ensemble
 from fakeface.modelfile import (
     FORMAT,
     META_FILE,
@@ -210,3 +210,24 @@ def test_the_temperature_round_trips_and_scales_the_logits(tmp_path) -> None:
     assert load_classifier(export_classifier(net, tmp_path / "u.ts", SIZE))[1].temperature == 1.0
     with pytest.raises(ConfigError, match="temperature=0"):
         export_classifier(net, tmp_path / "bad.ts", SIZE, temperature=0)
+
+
+def test_an_ensemble_file_returns_the_mean_of_its_members(tmp_path) -> None:
+    nets = [seed_cnn(), SeedCNN(image_size=SIZE).eval()]
+    members = [
+        export_classifier(net, tmp_path / f"m{i}.ts", SIZE, arch="seed_cnn", temperature=t)
+        for i, (net, t) in enumerate(zip(nets, (1.0, 2.0), strict=True))
+    ]
+    path = export_ensemble(members, tmp_path / "ensemble.ts")
+    model, info = load_classifier(path)
+    assert info.arch == "ensemble of 2 (seed_cnn)" and info.temperature == 1.0
+    assert [m["temperature"] for m in info.calibration["members"]] == [1.0, 2.0]
+    x = torch.rand(3, 3, SIZE, SIZE)
+    with torch.no_grad():
+        expected = (torch.softmax(nets[0](x), 1) + torch.softmax(nets[1](x) / 2, 1)) / 2
+        assert torch.allclose(model(x), expected, atol=1e-5)
+    other = export_classifier(seed_cnn(), tmp_path / "other.ts", SIZE, class_names=("a", "b"))
+    with pytest.raises(ConfigError, match="same input size and classes"):
+        export_ensemble([members[0], other], tmp_path / "bad.ts")
+    with pytest.raises(ConfigError, match="at least two"):
+        export_ensemble(members[:1], tmp_path / "bad.ts")

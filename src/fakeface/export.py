@@ -1,6 +1,7 @@
 """Export a trained classifier to TorchScript with its contract inside.
 
     python -m fakeface.export ckpt=<cnn.ckpt>      # -> <run dir>/classifier.ts (or out=<folder>)
+    python -m fakeface.export "members=[<a.ts>,<b.ts>,<c.ts>]"   # one file: their mean
 
 The file takes float32 NCHW RGB in [0, 1] at the training image size (any batch size) and returns
 probabilities [p_fake, p_real]; `fakeface.json` inside it says so (see `fakeface.modelfile`).
@@ -135,12 +136,61 @@ def export_checkpoint(
     return export_classifier(module, out_path, source=ckpt.resolve(), temperature=temperature)
 
 
+class Ensemble(nn.Module):
+    """Several exported classifiers as one logits network: log of their mean probabilities.
+
+    The export's softmax turns these logits back into exactly the mean of the members'
+    probabilities (each member keeps its own calibration temperature).
+    """
+
+    def __init__(self, members: Sequence[nn.Module]) -> None:
+        super().__init__()
+        self.members = nn.ModuleList(members)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mean = torch.stack([member(x).float() for member in self.members]).mean(0)
+        return mean.clamp_min(1e-12).log()
+
+
+def export_ensemble(members: Sequence[str | Path], out_path: str | Path) -> Path:
+    """Average exported classifiers (same image size and classes) into one file at `out_path`."""
+    if len(members) < 2:
+        raise ConfigError(
+            f"members={list(members)}: an ensemble needs at least two classifier files"
+        )
+    loaded = [load_classifier(path) for path in members]
+    first = loaded[0][1]
+    for path, (_, info) in zip(members, loaded, strict=True):
+        if (info.image_size, info.class_names) != (first.image_size, first.class_names):
+            raise ConfigError(
+                f"members: {path} takes {info.image_size} px -> {list(info.class_names)}, "
+                f"{members[0]} takes {first.image_size} px -> {list(first.class_names)}; "
+                "an ensemble needs members with the same input size and classes"
+            )
+    archs = sorted({info.arch for _, info in loaded})
+    return export_classifier(
+        Ensemble([model for model, _ in loaded]),
+        out_path,
+        first.image_size,
+        source=", ".join(str(Path(path).resolve()) for path in members),
+        arch=f"ensemble of {len(members)} ({', '.join(archs)})",
+        class_names=first.class_names,
+        calibration={"members": [{"temperature": info.temperature} for _, info in loaded]},
+    )
+
+
 @hydra_main("export")
 def main(cfg: DictConfig) -> str:
-    """CLI: export `cfg.ckpt` to <out>/classifier.ts."""
-    if not cfg.ckpt:
+    """CLI: export `cfg.ckpt` (or average `cfg.members`) to <out>/classifier.ts."""
+    out = Path(cfg.out) / "classifier.ts"
+    if cfg.members and cfg.ckpt:
+        raise ConfigError("give either ckpt=<cnn.ckpt> or members=[a.ts,b.ts], not both")
+    if cfg.members:
+        path = export_ensemble([str(m) for m in cfg.members], out)
+    elif cfg.ckpt:
+        path = export_checkpoint(cfg.ckpt, out, cfg.temperature)
+    else:
         raise ConfigError("give the checkpoint: python -m fakeface.export ckpt=<cnn.ckpt>")
-    path = export_checkpoint(cfg.ckpt, Path(cfg.out) / "classifier.ts", cfg.temperature)
     _, info = load_classifier(path)
     print(
         f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB): {info.arch}, "
