@@ -178,6 +178,7 @@ def test_loader_errors_are_one_clear_line(tmp_path, exported, case: str, message
 
 def test_fast_dtype_and_precision_option() -> None:
     assert fast_dtype("cpu") == (torch.bfloat16 if bf16_supported("cpu") else None)
+    assert fast_dtype("cuda") is None  # fp32: measured faster for the exported CNN on a GPU
     assert precision_dtype("auto") == fast_dtype("cpu")
     assert precision_dtype("fp32") is None and precision_dtype("bf16") == torch.bfloat16
     with pytest.raises(ConfigError, match="precision='fp16'"):

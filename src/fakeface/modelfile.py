@@ -130,8 +130,14 @@ def load_classifier(
 
 
 def fast_dtype(device: str | torch.device = "cpu") -> torch.dtype | None:
-    """The autocast dtype that is fastest on `device` (bf16 where native), or None for fp32."""
-    return torch.bfloat16 if bf16_supported(device) else None
+    """The inference autocast dtype that is fastest on `device`, or None for fp32.
+
+    bf16 on CPUs that have it natively (2x here). fp32 on CUDA: the exported CNN is
+    launch-bound there and autocast's casts cost more than they save (one image on an H200:
+    fp32 0.35 ms, bf16 0.53 ms); `precision=bf16` still asks for it.
+    """
+    device = torch.device(device)
+    return torch.bfloat16 if device.type == "cpu" and bf16_supported(device) else None
 
 
 def classify(
