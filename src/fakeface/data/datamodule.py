@@ -189,7 +189,7 @@ class FaceDataModule(L.LightningDataModule):
         synthetic: if given, generate the synthetic dataset into `root` first (kwargs of
             `fakeface.data.synthetic.generate_synthetic`: n_train, n_valid, n_test, seed).
         augment: training-split augmentation: a preset of AUGMENTS (none, flip, robust, strong,
-            source) or steps joined by "+" (flip, crop, jitter, resample, blur, jpeg).
+            source) or STEPS joined by "+" (e.g. flip+resample+jpeg).
         train_crop: train on random train_crop x train_crop patches of the image_size images
             (validation and test read whole images); needs a fully convolutional model.arch.
         cache: decode each split once into a memory-mapped uint8 array under `cache_dir`.

@@ -23,7 +23,7 @@ from rich.table import Table
 
 from fakeface.cli import hydra_main
 from fakeface.data.index import build_index
-from fakeface.errors import BadImageError
+from fakeface.errors import BadImageError, ConfigError
 from fakeface.plots import plot_samples, plot_sizes
 from fakeface.preprocess import load_image
 
@@ -159,6 +159,8 @@ def print_report(summary: dict[str, Any], console: Console, show: int) -> None:
 
 def inspect_dataset(cfg: DictConfig, console: Console | None = None) -> dict[str, Any]:
     """Index, read and report a dataset; write index.csv, samples.png and sizes.png to `cfg.out`."""
+    if not isinstance(cfg.data.root, str):
+        raise ConfigError(f"data.root={cfg.data.root}: inspect reads one folder at a time")
     root = Path(cfg.data.root).expanduser()
     if cfg.data.get("synthetic"):
         # data=synthetic: generate the set first, as FaceDataModule.prepare_data does (without
