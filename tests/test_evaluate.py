@@ -19,7 +19,13 @@ from torch import nn
 from conftest import compose, make_face_folder
 from fakeface.export import export_classifier
 from fakeface.inference import ImageFiles, score_files
-from fakeface.metrics import auto_threshold, binary_metrics, fit_temperature, uncalibrated
+from fakeface.metrics import (
+    auto_threshold,
+    binary_metrics,
+    calibrate,
+    fit_temperature,
+    uncalibrated,
+)
 from fakeface.modelfile import ModelFileError, classify, load_classifier
 from fakeface.perturb import (
     PERTURBATIONS,
@@ -83,6 +89,24 @@ def test_binary_metrics_one_class_and_bad_input() -> None:
         binary_metrics([0.5, 1.5], [1, 0])
     with pytest.raises(ValueError, match="equal-length"):
         binary_metrics([0.5], [1, 0])
+
+
+def test_calibrate_keeps_the_temperature_only_where_it_lowers_the_ece() -> None:
+    generator = torch.Generator().manual_seed(0)
+    # Overconfident logits: the NLL temperature (~3) also cuts the ECE, so it is kept.
+    z = torch.randn(4000, 2, generator=generator) * 6
+    labels = torch.multinomial(torch.softmax(z / 3, dim=1), 1, generator=generator).squeeze(1)
+    kept = calibrate(z, labels)
+    assert kept["temperature"] == kept["fitted_temperature"] == pytest.approx(3.0, rel=0.1)
+    assert kept["ece_after"] < kept["ece_before"] and kept["nll_after"] < kept["nll_before"]
+    # 900 well-calibrated predictions (p = 0.9, 90% right) and 60 confident coin flips: the NLL
+    # asks for T ~ 2, which would leave the 900 underconfident; the file keeps T = 1.
+    z = torch.zeros(960, 2)
+    z[:900, 0], z[900:, 0] = 2.197, 9.0
+    labels = torch.cat([torch.rand(900, generator=generator) > 0.9, torch.rand(60) > 0.5]).long()
+    refused = calibrate(z, labels)
+    assert refused["fitted_temperature"] > 1.5 and refused["temperature"] == 1.0
+    assert refused["ece_after"] > refused["ece_before"] and refused["images"] == 960
 
 
 def test_fit_temperature_recovers_the_scale_of_overconfident_logits() -> None:

@@ -138,6 +138,30 @@ def fit_temperature(logits: torch.Tensor, labels: torch.Tensor) -> float:
     return float(log_t.detach().clamp(math.log(0.05), math.log(20.0)).exp())
 
 
+def calibrate(logits: torch.Tensor, labels: torch.Tensor, n_bins: int = 15) -> dict[str, Any]:
+    """The temperature to export for these validation logits, with NLL and ECE before/after.
+
+    T is fitted on the NLL (`fit_temperature`) and kept only if it also lowers the top-label
+    ECE on the same images; otherwise the file keeps T = 1. NLL weighs a few confident errors
+    heavily: for the label-smoothed detector it asked for T = 1.3-2.1, which made the majority of
+    (correct) predictions underconfident and doubled the ECE.
+    """
+    fitted = fit_temperature(logits, labels)
+
+    def scores(t: float) -> tuple[float, float]:
+        z = logits.double() / t
+        ece = multiclass_calibration_error(z.softmax(1), labels, logits.shape[1], n_bins=n_bins)
+        return float(torch.nn.functional.cross_entropy(z, labels)), float(ece)
+
+    (nll_before, ece_before), (nll_after, ece_after) = scores(1.0), scores(fitted)
+    return {
+        "temperature": fitted if ece_after <= ece_before else 1.0,
+        "fitted_temperature": fitted, "images": len(labels),
+        "nll_before": nll_before, "nll_after": nll_after,
+        "ece_before": ece_before, "ece_after": ece_after,
+    }  # fmt: skip
+
+
 def uncalibrated(p_fake: ArrayLike, temperature: float) -> np.ndarray:
     """p_fake of a two-class file that divides its logits by `temperature`, as if it did not.
 

@@ -22,13 +22,11 @@ from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.pytorch.utilities.model_helpers import is_overridden
 from omegaconf import DictConfig, OmegaConf
-from torch.nn import functional as F
-from torchmetrics.functional.classification import multiclass_calibration_error
 
 from fakeface.callbacks import AtomicCheckpointIO, History, Throughput
 from fakeface.cli import hydra_main
 from fakeface.errors import ConfigError
-from fakeface.metrics import fit_temperature
+from fakeface.metrics import calibrate
 from fakeface.models.classifier import CNNClassifier
 from fakeface.plots import plot_curves
 from fakeface.precision import resolve_precision
@@ -112,24 +110,16 @@ def fit_calibration(
             x, y = datamodule.on_before_batch_transfer(batch, 0)
             logits.append(net(x.to(device)).float().cpu())
             labels.append(y.cpu())
-    z, y = torch.cat(logits), torch.cat(labels)
-    temperature = fit_temperature(z, y)
-
-    def scores(t: float) -> dict[str, float]:
-        probs = torch.softmax(z / t, dim=1)
-        ece = multiclass_calibration_error(probs, y, num_classes=z.shape[1], n_bins=15)
-        return {"nll": float(F.cross_entropy(z / t, y)), "ece": float(ece)}
-
-    before, after = scores(1.0), scores(temperature)
+    calibration = {"split": datamodule.hparams.val_split} | calibrate(
+        torch.cat(logits), torch.cat(labels)
+    )
     log.info(
-        "calibration on %d validation images: temperature %.3f, ECE %.4f -> %.4f, NLL %.4f -> %.4f",
-        len(y), temperature, before["ece"], after["ece"], before["nll"], after["nll"],
-    )  # fmt: skip
-    return {
-        "temperature": temperature, "split": datamodule.hparams.val_split, "images": len(y),
-        "ece_before": before["ece"], "ece_after": after["ece"],
-        "nll_before": before["nll"], "nll_after": after["nll"],
-    }  # fmt: skip
+        "calibration on %(images)d validation images: temperature %(fitted_temperature).3f "
+        "(NLL %(nll_before).4f -> %(nll_after).4f, ECE %(ece_before).4f -> %(ece_after).4f); "
+        "the file divides by %(temperature).3f",
+        calibration,
+    )
+    return calibration
 
 
 def resume_path(cfg: DictConfig) -> str | None:
