@@ -232,18 +232,6 @@ def test_random_resample_draws(photo: Image.Image) -> None:
     assert random_steps(photo, ScriptedRng(0.5), ("resample",)).tobytes() == photo.tobytes()
 
 
-def test_random_zoom_draws(photo: Image.Image) -> None:
-    # (zoom?, keep 0.5 + 0.5u, x shift 0.1u - 0.05, y shift): the centre half, back to the size.
-    zoomed = random_steps(photo, ScriptedRng(0.1, 0.0, 0.5, 0.5), ("zoom",))
-    box = (30, 22.5, 90, 67.5)  # 120 x 90 image: the centre 60 x 45
-    assert (
-        zoomed.tobytes() == photo.resize(photo.size, Image.Resampling.BILINEAR, box=box).tobytes()
-    )
-    # The largest shift keeps the box inside the image.
-    shifted = random_steps(photo, ScriptedRng(0.1, 0.999, 1.0, 1.0), ("zoom",))
-    assert shifted.size == photo.size
-
-
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_every_random_step_is_seeded_and_keeps_size_and_range(
     photo: Image.Image, seed: int

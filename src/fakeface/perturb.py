@@ -95,12 +95,11 @@ SWEEP = ("jpeg90", "jpeg75", "jpeg50", "jpeg30", "blur1", "blur2", "down0.5", "d
 PERTURBATIONS: dict[str, Perturbation] = {name: perturbation(name) for name in SWEEP}
 
 
-# The image-side training augmentations (data.augment steps; the flip is done on the tensor),
-# in the order they run: framing changes, then the camera's colour, then the storage history
+# The image-side training augmentations (data.augment components; the flip is done on the tensor),
+# in the order they run: a framing change, then the camera's colour, then the storage history
 # (resampling, softening, and last the JPEG encoding a photo goes through before it is shared).
 RANDOM_STEPS = {
     "crop": "random-resized crop: area 0.8-1, aspect 0.9-1.1, back to the image's size",
-    "zoom": "p=0.5: the centre U[0.5, 1) of each side (shifted +-5%), back to the image's size",
     "jitter": "brightness, contrast and saturation each x U[0.9, 1.1]",
     "resample": "p=0.5: down by U[0.25, 1) and back up, bilinear, bicubic or Lanczos at random",
     "blur": "p=0.5: Gaussian blur, sigma U[0, 3) px",
@@ -133,15 +132,6 @@ def random_steps(
         left = int((width - crop_w + 1) * rng.random())
         top = int((height - crop_h + 1) * rng.random())
         box = (left, top, left + crop_w, top + crop_h)
-        image = image.resize((width, height), Image.Resampling.BILINEAR, box=box)
-    if "zoom" in steps and rng.random() < 0.5:
-        # Face-centred framing at any tightness (a detector's box, a cropped profile photo).
-        keep = 0.5 + 0.5 * rng.random()
-        shift_x, shift_y = (0.1 * rng.random() - 0.05 for _ in range(2))
-        box_w, box_h = width * keep, height * keep
-        left = min(max(0.0, (width - box_w) / 2 + shift_x * width), width - box_w)
-        top = min(max(0.0, (height - box_h) / 2 + shift_y * height), height - box_h)
-        box = (left, top, left + box_w, top + box_h)
         image = image.resize((width, height), Image.Resampling.BILINEAR, box=box)
     if "jitter" in steps:
         for enhance in (ImageEnhance.Brightness, ImageEnhance.Contrast, ImageEnhance.Color):
