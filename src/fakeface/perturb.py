@@ -95,7 +95,7 @@ SWEEP = ("jpeg90", "jpeg75", "jpeg50", "jpeg30", "blur1", "blur2", "down0.5", "d
 PERTURBATIONS: dict[str, Perturbation] = {name: perturbation(name) for name in SWEEP}
 
 
-# The image-side training augmentations (data.augment components; the flip is done on the tensor),
+# The image-side training augmentations (data.augment steps; the flip is done on the tensor),
 # in the order they run: a framing change, then the camera's colour, then the storage history
 # (resampling, softening, and last the JPEG encoding a photo goes through before it is shared).
 RANDOM_STEPS = {
