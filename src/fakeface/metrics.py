@@ -118,7 +118,7 @@ def fit_temperature(logits: torch.Tensor, labels: torch.Tensor) -> float:
     """The temperature T minimising the NLL of softmax(logits / T) (Guo et al. 2017).
 
     One scalar for all classes: the ranking and the argmax are unchanged, only the confidence
-    moves. T is searched on a log scale in [0.05, 20] (an overconfident model gets T > 1).
+    moves. log T is optimised (L-BFGS) and T clamped to [0.05, 20]; an overconfident model gets T > 1.
 
     Args:
         logits: N x C float logits of a validation split (not the training images).
