@@ -23,7 +23,7 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from fakeface.cli import hydra_main
-from fakeface.data.index import sources
+from fakeface.data.index import folder_list, sources
 from fakeface.errors import ConfigError
 from fakeface.inference import CLEAN, score_files
 from fakeface.metrics import HEADLINE, POSITIVE, auto_threshold, binary_metrics, uncalibrated
@@ -81,8 +81,8 @@ def data_config(cfg: DictConfig) -> dict[str, Any]:
     root = data.get("root")
     if data.get("layout") == "folder" and not data.get("split_file") and cfg.run_split:
         beside = Path(cfg.classifier).expanduser().parent / "split.csv"
-        asked = [_resolved(r) for r in ([root] if isinstance(root, str) else root or [])]
-        if beside.is_file() and set(asked) <= set(_split_sources(beside)):
+        asked = {_resolved(r) for r in folder_list(root)}
+        if beside.is_file() and (not asked or asked <= set(_split_sources(beside))):
             log.info("data=folder: using the training run's split %s", beside)
             data["split_file"] = str(beside)
     if data.get("split_file"):
@@ -90,7 +90,7 @@ def data_config(cfg: DictConfig) -> dict[str, Any]:
         if not split_file.is_file():
             raise ConfigError(f"data.split_file={split_file}: no such file")
         if root is None:
-            folders = [str(folder) for folder in _split_sources(split_file)]
+            folders = _split_sources(split_file)
             data["root"] = folders[0] if len(folders) == 1 else folders or None
     return data
 

@@ -20,7 +20,14 @@ from fakeface.data.cache import (
     DeviceBatches,
     load_or_build,
 )
-from fakeface.data.index import SPLITS, concat_sources, index_split, sources, split_folder
+from fakeface.data.index import (
+    SPLITS,
+    concat_sources,
+    folder_list,
+    index_split,
+    sources,
+    split_folder,
+)
 from fakeface.errors import BadImageError, ConfigError, DatasetError
 from fakeface.perturb import RANDOM_STEPS, random_steps
 from fakeface.preprocess import IMAGE_SIZE, load_image, preprocess
@@ -165,13 +172,6 @@ class FaceDataset(Dataset):
         raise DatasetError(f"none of the {len(self.paths)} images is readable ({skipped[0]})")
 
 
-def _as_list(value: str | list[str] | None) -> list[str]:
-    """A folder setting given as one path, a list of paths, or null -> a list."""
-    if value is None:
-        return []
-    return [str(value)] if isinstance(value, str | Path) else [str(v) for v in value]
-
-
 class FaceDataModule(L.LightningDataModule):
     """Train on `train`, validate on `valid`, test on `test` (the original validated on test).
 
@@ -254,9 +254,9 @@ class FaceDataModule(L.LightningDataModule):
                 f"data.root is not set: pass data.root=/path/to/folder ({where})"
                 + (" or data.split_file=<run>/split.csv" if layout == "folder" else "")
             )
-        self.roots = [Path(r).expanduser() for r in _as_list(root)]
+        self.roots = [Path(r).expanduser() for r in folder_list(root)]
         self.root = self.roots[0] if self.roots else None  # the synthetic set's folder
-        self.val_roots = [Path(r).expanduser() for r in _as_list(val_root)]
+        self.val_roots = [Path(r).expanduser() for r in folder_list(val_root)]
         if self.val_roots and layout != "folder":
             raise ConfigError("data.val_root needs data=folder (folders of class subfolders)")
         if not 0 < val_root_fraction < 1:

@@ -108,6 +108,13 @@ def split_folder(
     return frame
 
 
+def folder_list(value: str | Path | list[str] | None) -> list[str]:
+    """A folder setting (data.root, data.val_root) given as one path, a list, or null -> a list."""
+    if value is None:
+        return []
+    return [str(value)] if isinstance(value, str | Path) else [str(v) for v in value]
+
+
 def concat_sources(frames: list[pd.DataFrame]) -> pd.DataFrame:
     """One index of several folders (each row keeps its `source`); DatasetError if classes differ."""
     classes = frames[0].attrs["classes"]
