@@ -62,6 +62,38 @@ def test_bench_measures_every_section_and_writes_bench_json(tmp_path: Path) -> N
     assert "10/10 frames with a face" in realtime["name"]
 
 
+def test_gpu_epoch_rows_add_the_large_batch_whole_and_split(tmp_path: Path) -> None:
+    """On a GPU the real-epoch rows also run loader batches of bench.epoch_gpu_batch_size, as
+    one optimizer step each and split into steps of data.batch_size (run here on the CPU)."""
+    from fakeface.bench import bench_train
+
+    root = make_face_folder(tmp_path / "faces", per_class=8, size=64)
+    cfg = compose(
+        "bench",
+        [
+            f"data.root={root}",
+            "data=faces",
+            "data.image_size=64",
+            "data.batch_size=2",
+            f"data.cache_dir={tmp_path / 'cache'}",
+            f"paths.root_dir={tmp_path}",
+            f"paths.output_dir={tmp_path / 'run'}",
+            "bench.warmup=1",
+            "bench.steps=1",
+            "bench.epoch_gpu_batch_size=4",
+        ],
+    )
+    rows: list[dict] = []
+    bench_train(cfg, ["32-true"], rows, device="cuda")
+    names = [r["name"] for r in rows if r["unit"] == "img/s" and "epoch" in r["name"]]
+    assert names == [
+        "CNN 32-true epoch via Trainer.fit, batch 2",
+        "CNN 32-true epoch via Trainer.fit, batch 4",
+        "CNN 32-true epoch via Trainer.fit, batch 4 in steps of 2",
+    ]
+    assert all(r["value"] > 0 for r in rows)
+
+
 def test_detect_recall_arithmetic_on_hand_made_boxes(tmp_path: Path) -> None:
     from fakeface.bench import box_iou, match_faces, read_annotations
 

@@ -38,6 +38,27 @@ def test_recalibration_sets_population_statistics_with_dropout_off() -> None:
     assert not any(m.training for m in dropouts)
 
 
+def test_recalibration_in_steps_equals_recalibration_over_small_batches() -> None:
+    """With model.step_batch_size, precise BN splits the loader's batches as training does:
+    3 steps of 8 from batches of 16 give the statistics of the first three batches of 8."""
+    torch.manual_seed(0)
+    images = [torch.rand(16, 3, 128, 128) for _ in range(2)]
+    labels = torch.zeros(16, dtype=torch.long)
+    small = [(x, labels[:8]) for pair in images for x in pair.split(8)]
+    results = []
+    for loader, step in (([(x, labels) for x in images], 8), (small, None)):
+        torch.manual_seed(1)  # the same weights
+        model = CNNClassifier(channels_last=False).eval()
+        trainer = SimpleNamespace(
+            precision_plugin=Precision(), train_dataloader=loader, world_size=1
+        )
+        recalibrate_batchnorm(model, trainer, batches=3, step_size=step)
+        results.append(model.net.features[2])
+    torch.testing.assert_close(results[0].running_mean, results[1].running_mean)
+    torch.testing.assert_close(results[0].running_var, results[1].running_var)
+    assert int(results[0].num_batches_tracked) == int(results[1].num_batches_tracked) == 3
+
+
 def test_recalibration_zero_batches_leaves_statistics_alone() -> None:
     model = CNNClassifier(channels_last=False).eval()
     bn = model.net.features[2]
@@ -128,7 +149,7 @@ def test_precise_bn_share_reestimates_over_that_share_in_a_fit(
 
     used: list[int] = []
     monkeypatch.setattr(
-        classifier, "recalibrate_batchnorm", lambda m, t, batches: used.append(batches)
+        classifier, "recalibrate_batchnorm", lambda m, t, batches, step: used.append(batches)
     )
     data = torch.utils.data.TensorDataset(torch.rand(64, 3, 128, 128), torch.arange(64) % 2)
     loader = torch.utils.data.DataLoader(data, batch_size=2)  # 32 batches per epoch

@@ -480,6 +480,16 @@ def test_config_and_data_errors_print_one_line_without_a_traceback(tmp_path: Pat
         ([f"data.root={faces}", "model.arch=resnet9000"], {}, "unknown model.arch='resnet9000'"),
         ([f"data.root={faces}", "data.train_crop=32"], {}, "data.train_crop needs a model that"),
         (
+            [f"data.root={faces}", "data.batch_size=20", "model.step_batch_size=8"],
+            {},
+            "model.step_batch_size=8 does not divide data.batch_size=20",
+        ),
+        (
+            [f"data.root={faces}", "model.step_batch_size=4", "trainer.gradient_clip_val=1.0"],
+            {},
+            "trainer.gradient_clip_val=1.0 cannot run with model.step_batch_size=4",
+        ),
+        (
             [f"data.root={one_bad}", "trainer.limit_train_batches=1.0"],
             {},
             "1 of 13 images read from split 'train' are unreadable",

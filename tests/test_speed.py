@@ -60,7 +60,7 @@ def _fit(model: CNNClassifier, accelerator: str = "cpu") -> tuple[list[float], L
 
 def _model(dropout: bool = True, **kwargs: object) -> CNNClassifier:
     torch.manual_seed(0)
-    model = CNNClassifier(image_size=SIZE, scheduler="none", **kwargs)
+    model = CNNClassifier(**{"image_size": SIZE, "scheduler": "none"} | kwargs)
     if not dropout:  # compiled code draws its dropout masks from another generator than eager
         for m in model.modules():
             if isinstance(m, torch.nn.Dropout):
@@ -96,6 +96,59 @@ def test_training_step_equals_the_plain_sgd_recipe() -> None:
     assert {"train/loss_step", "train/loss_epoch", "train/acc"} <= set(trainer.logged_metrics)
     assert "train/loss_step" not in trainer.progress_bar_metrics
     assert set(model.state_dict()) == set(reference.state_dict())  # checkpoints: same keys
+
+
+def _fit_epochs(model: CNNClassifier, batch_size: int, epochs: int) -> L.Trainer:
+    """`epochs` epochs on _data() in loader batches of `batch_size`, validating on _data(1)."""
+    torch.manual_seed(1)  # the dropout draws
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_epochs=epochs,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+    )
+    val = DataLoader(_data(1), batch_size=BATCH)
+    trainer.fit(model, DataLoader(_data(), batch_size=batch_size), val)
+    return trainer
+
+
+def test_split_steps_are_the_small_batch_steps_and_the_plateau_still_steps() -> None:
+    """model.step_batch_size: loader batches of 3 x BATCH, each split into optimizer steps of
+    BATCH, train exactly as loader batches of BATCH: same weights, BatchNorm statistics (precise
+    BN splits as training does), optimizer steps and plateau decisions."""
+    # precise BN over whole epochs; no val/loss drop counts (min_delta 1): the lr drops each epoch
+    settings = {"scheduler": "plateau", "plateau_patience": 0, "plateau_min_delta": 1.0}
+    small = _model(**settings)
+    small_trainer = _fit_epochs(small, BATCH, epochs=3)
+    split = _model(step_batch_size=BATCH, **settings)
+    assert not split.automatic_optimization
+    split_trainer = _fit_epochs(split, 3 * BATCH, epochs=3)
+    assert split_trainer.global_step == small_trainer.global_step == 3 * STEPS
+    for a, b in zip(small.state_dict().values(), split.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    lrs = [t.optimizers[0].param_groups[0]["lr"] for t in (small_trainer, split_trainer)]
+    assert lrs[0] == lrs[1] < 0.01  # and the plateau did cut it
+    schedulers = [t.lr_scheduler_configs[0].scheduler for t in (small_trainer, split_trainer)]
+    assert schedulers[0].state_dict() == schedulers[1].state_dict()
+    # the loader batch's mean loss and accuracy, logged as before
+    assert {"train/loss_step", "train/loss_epoch", "train/acc"} <= set(split_trainer.logged_metrics)
+
+
+def test_split_steps_advance_a_per_step_schedule_once_per_loader_batch() -> None:
+    model = _model(step_batch_size=BATCH, scheduler="onecycle")
+    trainer = _fit_epochs(model, 2 * BATCH, epochs=2)  # OneCycleLR refuses a step past its end
+    scheduler = trainer.lr_scheduler_configs[0].scheduler
+    assert scheduler.last_epoch == trainer.estimated_stepping_batches == 2 * STEPS // 2
+    assert trainer.global_step == 2 * STEPS  # optimizer steps
+
+
+@pytest.mark.parametrize("bad", [0, -32, 1.5, True, "32"])
+def test_step_batch_size_must_be_a_positive_whole_number(bad: object) -> None:
+    with pytest.raises(ConfigError, match="model.step_batch_size"):
+        CNNClassifier(step_batch_size=bad)
 
 
 def test_reduce_overhead_without_cuda_trains_eagerly_and_says_so_once(

@@ -239,13 +239,13 @@ def resident(cfg: DictConfig, **overrides: Any) -> L.LightningDataModule:
     return dm
 
 
-def classifier(cfg: DictConfig) -> L.LightningModule:
+def classifier(cfg: DictConfig, **overrides: Any) -> L.LightningModule:
     if cfg.model.get("compile"):
         # One compiled model and one set of CUDA graphs at a time, as in a training run: on the
         # H200 (torch 2.11), the third compiled fit in one process failed while capturing.
         torch._dynamo.reset()
     # no validation here, so no schedule: ReduceLROnPlateau would wait for a val/loss
-    return instantiate(cfg.model, _convert_="all", scheduler="none")
+    return instantiate(cfg.model, _convert_="all", scheduler="none", **overrides)
 
 
 def bench_train(cfg: DictConfig, precisions: list[str], rows: list[dict], device: str) -> None:
@@ -254,18 +254,23 @@ def bench_train(cfg: DictConfig, precisions: list[str], rows: list[dict], device
         model = classifier(cfg)
         rate = fit_rate(model, dm, precision, cfg.bench, Path(cfg.paths.output_dir))
         rows.append(row("train", f"CNN {precision}", rate, "img/s", target="train"))
-    # The honest figure: a whole epoch through Trainer.fit, at the recipe's batch size and (on a
-    # GPU) at bench.epoch_gpu_batch_size, with model.compile as configured.
-    sizes = [cfg.data.batch_size]
-    if device == "cuda" and cfg.bench.epoch_gpu_batch_size:
-        sizes.append(cfg.bench.epoch_gpu_batch_size)
+    # The honest figure: a whole epoch through Trainer.fit, as configured (loader batch, optimizer
+    # step size, model.compile) and, on a GPU, with loader batches of bench.epoch_gpu_batch_size:
+    # one optimizer step each, and split into steps of data.batch_size (model.step_batch_size).
+    batch, step = cfg.data.batch_size, cfg.model.get("step_batch_size")
+    runs = [(batch, step)]
+    big = cfg.bench.epoch_gpu_batch_size
+    if device == "cuda" and big and big != batch:
+        runs += [(big, None)] + ([(big, batch)] if big % batch == 0 else [])
     compiled = f", compile={cfg.model.compile}" if cfg.model.get("compile") else ""
-    for size in sizes:
-        data = dm if size == cfg.data.batch_size else resident(cfg, batch_size=size)
-        rate = epoch_rate(classifier(cfg), data, precisions[-1], cfg, Path(cfg.paths.output_dir))
-        name = f"CNN {precisions[-1]} epoch via Trainer.fit, batch {size}{compiled}"
+    for size, step in runs:
+        data = dm if size == batch else resident(cfg, batch_size=size)
+        model = classifier(cfg, step_batch_size=step)
+        rate = epoch_rate(model, data, precisions[-1], cfg, Path(cfg.paths.output_dir))
+        steps = f" in steps of {step}" if step else ""
+        name = f"CNN {precisions[-1]} epoch via Trainer.fit, batch {size}{steps}{compiled}"
         rows.append(row("train", name, rate, "img/s"))
-        rows.append(row("train", f"  -> a 100k-image epoch at batch {size}", 1e5 / rate, "s"))
+        rows.append(row("train", f"  -> a 100k-image epoch, batch {size}{steps}", 1e5 / rate, "s"))
     if cfg.bench.compile:
         model = classifier(cfg)
         model.net = torch.compile(model.net)

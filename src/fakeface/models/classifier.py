@@ -81,8 +81,12 @@ def precise_bn_batches(setting: int | float, epoch_batches: float) -> int:
 
 
 @torch.no_grad()
-def recalibrate_batchnorm(module: L.LightningModule, trainer: L.Trainer, batches: int) -> None:
-    """Set every BatchNorm's running mean/var to their average over `batches` training batches.
+def recalibrate_batchnorm(
+    module: L.LightningModule, trainer: L.Trainer, batches: int, step_size: int | None = None
+) -> None:
+    """Set every BatchNorm's running mean/var to their average over `batches` training batches
+    (of `step_size` images each if given: the loader's batches split as the training step
+    splits them, so the statistics are those of the same run at data.batch_size=step_size).
 
     Why: the original CNN puts ReLU before BatchNorm, and its running averages trail the weights
     by a few dozen steps; the model then separates classes only within a batch, and its eval-mode
@@ -99,10 +103,15 @@ def recalibrate_batchnorm(module: L.LightningModule, trainer: L.Trainer, batches
         m.train()  # batch statistics for BN only; the rest (dropout) stays in eval mode
     try:
         with trainer.precision_plugin.forward_context():
-            for i, batch in enumerate(trainer.train_dataloader):
-                if i == batches:
+            done = 0
+            for batch in trainer.train_dataloader:
+                for x in batch[0].split(step_size) if step_size else (batch[0],):
+                    if done == batches:
+                        break
+                    module(x.to(module.device, non_blocking=True))
+                    done += 1
+                if done == batches:
                     break
-                module(batch[0].to(module.device, non_blocking=True))
     finally:
         for m, momentum in zip(norms, momenta, strict=True):
             m.momentum = momentum
@@ -208,6 +217,13 @@ class CNNClassifier(L.LightningModule):
         compile: compile the training step with torch.compile: null (eager, the default),
             `default`, or `reduce-overhead` (CUDA graphs: the fast setting on a GPU at small
             batches; eager on a CPU). A failed compile falls back to eager, logged once.
+        step_batch_size: images per optimizer step. null: one step per loader batch (Lightning's
+            automatic optimization). An int: each loader batch is split into steps of this many
+            images (manual optimization). With `data.batch_size` a multiple of it, the steps are
+            exactly those of `data.batch_size=step_batch_size`, while Lightning's per-batch host
+            work (hooks, logging, progress) is paid once per loader batch: the fast setting on a
+            GPU, where that work costs more than a small batch's compute. Per-step schedules
+            (cosine, onecycle) advance once per loader batch.
     """
 
     def __init__(
@@ -227,6 +243,7 @@ class CNNClassifier(L.LightningModule):
         channels_last: bool = True,
         bn_recalibration_batches: int | float = 0.02,
         compile: str | None = None,
+        step_batch_size: int | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -239,6 +256,16 @@ class CNNClassifier(L.LightningModule):
             raise ConfigError(
                 f"model.compile={compile!r}: use null (eager), default or reduce-overhead"
             )
+        if step_batch_size is not None and (
+            isinstance(step_batch_size, bool)
+            or not isinstance(step_batch_size, int)
+            or step_batch_size < 1
+        ):
+            raise ConfigError(
+                f"model.step_batch_size={step_batch_size!r}: use null (one optimizer step per "
+                "loader batch) or a whole number of images >= 1 that divides data.batch_size"
+            )
+        self.automatic_optimization = step_batch_size is None
         self.net = build_net(arch, image_size)
         if channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
@@ -257,8 +284,21 @@ class CNNClassifier(L.LightningModule):
 
     def training_step(
         self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int
-    ) -> torch.Tensor:
+    ) -> torch.Tensor | None:
         x, y = batch
+        if self.automatic_optimization:
+            loss, acc = self._train_outputs_fn()(x, y)
+        else:
+            loss, acc = self._split_steps(x, y)
+        # No host sync per step: the step value goes to the loggers every log_every_n_steps and
+        # stays out of the progress bar (which would read it back every step); the epoch means
+        # are accumulated on the device and read once per epoch.
+        self.log("train/loss", loss, on_step=True, on_epoch=True, batch_size=len(y))
+        self.log("train/acc", acc, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(y))
+        return loss if self.automatic_optimization else None
+
+    def _train_outputs_fn(self) -> Callable:
+        """The step's (x, y) -> (loss, acc), built on the training device at first use."""
         if self._train_outputs is None:
             hp = self.hparams
             step = training_outputs(
@@ -270,13 +310,39 @@ class CNNClassifier(L.LightningModule):
             )
             # object.__setattr__: not a submodule, so checkpoints keep the same keys
             object.__setattr__(self, "_train_outputs", step)
-        loss, acc = self._train_outputs(x, y)
-        # No host sync per step: the step value goes to the loggers every log_every_n_steps and
-        # stays out of the progress bar (which would read it back every step); the epoch means
-        # are accumulated on the device and read once per epoch.
-        self.log("train/loss", loss, on_step=True, on_epoch=True)
-        self.log("train/acc", acc, on_step=False, on_epoch=True, prog_bar=True)
-        return loss
+        return self._train_outputs
+
+    def _split_steps(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """model.step_batch_size: one optimizer step per step_batch_size images of the loader
+        batch, in order; returns the batch's mean loss and accuracy (still on the device)."""
+        outputs, optimizer = self._train_outputs_fn(), self.optimizers()
+        loss_sum = acc_sum = 0.0
+        for xs, ys in zip(
+            x.split(self.hparams.step_batch_size),
+            y.split(self.hparams.step_batch_size),
+            strict=True,
+        ):
+            optimizer.zero_grad(set_to_none=True)
+            loss, acc = outputs(xs, ys)
+            self.manual_backward(loss)
+            optimizer.step()
+            loss_sum = loss_sum + loss.detach() * len(ys)
+            acc_sum = acc_sum + acc.detach() * len(ys)
+        scheduler = self.lr_schedulers()
+        if scheduler is not None and self.hparams.scheduler in ("cosine", "onecycle"):
+            scheduler.step()  # per loader batch: estimated_stepping_batches counts those
+        return loss_sum / len(y), acc_sum / len(y)
+
+    def on_train_epoch_end(self) -> None:
+        # Manual optimization steps no scheduler by itself: the plateau schedule reads this
+        # epoch's validation loss, as Lightning does in automatic optimization.
+        val_loss = self.trainer.callback_metrics.get("val/loss")
+        if (
+            not self.automatic_optimization
+            and self.hparams.scheduler == "plateau"
+            and val_loss is not None
+        ):
+            self.lr_schedulers().step(val_loss)
 
     def backward(self, loss: torch.Tensor, *args, **kwargs) -> None:  # noqa: ANN002, ANN003
         step = self._train_outputs
@@ -315,10 +381,13 @@ class CNNClassifier(L.LightningModule):
         trainer = self.trainer
         if trainer.sanity_checking or trainer.state.fn != "fit" or trainer.train_dataloader is None:
             return  # only between training epochs: trainer.validate() keeps the stats it was given
+        step = self.hparams.step_batch_size
+        loader_batch = getattr(trainer.train_dataloader, "batch_size", None) or 1
+        steps_per_batch = -(-loader_batch // step) if step else 1  # the splits of a loader batch
         batches = precise_bn_batches(
-            self.hparams.bn_recalibration_batches, trainer.num_training_batches
+            self.hparams.bn_recalibration_batches, trainer.num_training_batches * steps_per_batch
         )
-        recalibrate_batchnorm(self, trainer, batches)
+        recalibrate_batchnorm(self, trainer, batches, step)
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         self._eval_step(batch, "val")
@@ -384,7 +453,9 @@ class CNNClassifier(L.LightningModule):
                 threshold=hp.plateau_min_delta,
                 threshold_mode="abs",  # Keras' min_delta is an absolute change
             )
-            schedule = {"scheduler": scheduler, "monitor": "val/loss", "interval": "epoch"}
+            schedule = {"scheduler": scheduler, "interval": "epoch"}
+            if self.automatic_optimization:  # else on_train_epoch_end steps it on val/loss
+                schedule["monitor"] = "val/loss"
             return {"optimizer": optimizer, "lr_scheduler": schedule}
         total = max(1, int(self.trainer.estimated_stepping_batches))
         if hp.scheduler == "onecycle":
