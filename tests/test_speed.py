@@ -98,11 +98,14 @@ def test_training_step_equals_the_plain_sgd_recipe() -> None:
     assert set(model.state_dict()) == set(reference.state_dict())  # checkpoints: same keys
 
 
-def _fit_epochs(model: CNNClassifier, batch_size: int, epochs: int) -> L.Trainer:
+def _fit_epochs(
+    model: CNNClassifier, batch_size: int, epochs: int, accelerator: str = "cpu"
+) -> L.Trainer:
     """`epochs` epochs on _data() in loader batches of `batch_size`, validating on _data(1)."""
     torch.manual_seed(1)  # the dropout draws
     trainer = L.Trainer(
-        accelerator="cpu",
+        accelerator=accelerator,
+        devices=1,
         max_epochs=epochs,
         logger=False,
         enable_checkpointing=False,
@@ -244,6 +247,19 @@ def test_cuda_graph_step_gives_the_eager_losses(caplog: pytest.LogCaptureFixture
     assert not [r for r in caplog.records if "model.compile" in r.getMessage()]
     # cuDNN/inductor kernels differ from eager ones in the last bits
     assert graphs == pytest.approx(eager, rel=2e-3, abs=1e-4)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA device")
+def test_cuda_graph_split_steps_train_as_eager_small_batches() -> None:
+    """The GPU recipe: loader batches of 3 x BATCH split into CUDA-graph steps of BATCH."""
+    torch._dynamo.reset()
+    eager = _model(dropout=False)
+    _fit_epochs(eager, BATCH, epochs=2, accelerator="gpu")
+    graphs = _model(dropout=False, compile="reduce-overhead", step_batch_size=BATCH)
+    trainer = _fit_epochs(graphs, 3 * BATCH, epochs=2, accelerator="gpu")
+    assert trainer.global_step == 2 * STEPS
+    for a, b in zip(eager.state_dict().values(), graphs.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-2, atol=1e-3)  # cuDNN vs inductor kernels
 
 
 def test_unknown_compile_mode_is_a_config_error() -> None:

@@ -364,6 +364,12 @@ class CNNClassifier(L.LightningModule):
 
     def on_fit_start(self) -> None:
         object.__setattr__(self, "_train_outputs", None)  # rebuilt on this fit's device and net
+        if self.hparams.step_batch_size and self.trainer.is_global_zero:
+            log.info(
+                "model.step_batch_size=%d: each training batch is split into optimizer steps "
+                "of %d images (manual optimization)",
+                self.hparams.step_batch_size, self.hparams.step_batch_size,
+            )  # fmt: skip
 
     def _eval_step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:
         x, y = batch
