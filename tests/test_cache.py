@@ -95,3 +95,26 @@ def test_chunk_size_keeps_every_worker_busy() -> None:
     assert chunk_size(100_000, 16) == cache.CHUNK
     assert chunk_size(12, 2) == 2  # 6 chunks for 2 workers
     assert chunk_size(1, 0) == 1
+
+
+def test_two_builds_of_one_split_at_once_both_finish(
+    face_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """DDP ranks (or parallel runs sharing data.cache_dir) that build the same split at the same
+    time: here a second build runs to the end while the first is decoding; both must finish
+    with the same cache, and no temporary file may be left behind."""
+    frame = FaceDataModule(root=str(face_folder), num_workers=0).index("test")
+    real_loader = cache.DataLoader
+    inner: list[cache.DecodedSplit | None] = []
+
+    def loader_with_a_rival(*args: object, **kwargs: object) -> object:
+        if not inner:  # the first build is under way: a rival starts and completes its own
+            inner.append(None)  # (whose own loader is a plain one)
+            inner[0] = load_or_build(frame, tmp_path / "c", 32, num_workers=0)
+        return real_loader(*args, **kwargs)
+
+    monkeypatch.setattr(cache, "DataLoader", loader_with_a_rival)
+    outer = load_or_build(frame, tmp_path / "c", 32, num_workers=0)
+    assert np.array_equal(outer.pixels, inner[0].pixels) and len(outer.labels) == len(frame)
+    assert np.array_equal(outer.rows, inner[0].rows)
+    assert not [p.name for p in (tmp_path / "c").rglob("*tmp*")]

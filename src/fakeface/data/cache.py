@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -112,9 +113,23 @@ def load_or_build(
     if meta_path.is_file() and json.loads(meta_path.read_text()).get("fingerprint") == key:
         return _open(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    _build(frame, folder, size, num_workers)
-    meta_path.write_text(json.dumps({"fingerprint": key, "size": size, "n": len(frame)}))
+    # Every file goes through a temporary name of its own and an atomic rename: processes that
+    # build the same split at once (DDP ranks, parallel runs sharing data.cache_dir) each finish
+    # with identical files, and none reads a half-written one.
+    tag = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    _build(frame, folder, size, num_workers, tag)
+    meta = json.dumps({"fingerprint": key, "size": size, "n": len(frame)})
+    tmp_meta = folder / f"meta.{tag}.tmp"
+    tmp_meta.write_text(meta)
+    os.replace(tmp_meta, meta_path)
     return _open(folder)
+
+
+def _save(path: Path, array: np.ndarray, tag: str) -> None:
+    """np.save to `path` through a temporary file named by `tag`, renamed into place."""
+    tmp = path.with_name(f"{path.stem}.{tag}.tmp.npy")
+    np.save(tmp, array)
+    os.replace(tmp, path)
 
 
 def _open(folder: Path) -> DecodedSplit:
@@ -125,7 +140,7 @@ def _open(folder: Path) -> DecodedSplit:
     )
 
 
-def _build(frame: pd.DataFrame, folder: Path, size: int, num_workers: int) -> None:
+def _build(frame: pd.DataFrame, folder: Path, size: int, num_workers: int, tag: str) -> None:
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -136,7 +151,7 @@ def _build(frame: pd.DataFrame, folder: Path, size: int, num_workers: int) -> No
     )
 
     n = len(frame)
-    tmp = folder / "pixels.tmp.npy"
+    tmp = folder / f"pixels.{tag}.tmp.npy"
     pixels = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(n, size, size, 3))
     del pixels  # the header is written; workers map the file and fill their own rows
     chunk = chunk_size(n, num_workers)
@@ -180,12 +195,11 @@ def _build(frame: pd.DataFrame, folder: Path, size: int, num_workers: int) -> No
             first = np.searchsorted(rows, start)
             pixels[first : first + len(block)] = pixels[block]
         pixels.flush()
-        np.save(folder / "pixels.tmp2.npy", pixels[: len(rows)])
+        _save(tmp, pixels[: len(rows)], "kept")
         del pixels
-        os.replace(folder / "pixels.tmp2.npy", tmp)
     os.replace(tmp, folder / "pixels.npy")  # atomic: a crash never leaves a half cache in place
-    np.save(folder / "labels.npy", frame["label"].to_numpy()[rows])
-    np.save(folder / "rows.npy", rows.astype(np.int64))
+    _save(folder / "labels.npy", frame["label"].to_numpy()[rows], tag)
+    _save(folder / "rows.npy", rows.astype(np.int64), tag)
 
 
 class CachedDataset(Dataset):
