@@ -77,6 +77,13 @@ def test_each_architecture_builds_and_runs_at_128_and_256(arch: str, size: int) 
     assert logits.shape == (2, 2) and torch.isfinite(logits).all()
 
 
+def test_seed_cnn_names_its_smallest_image_size() -> None:
+    with pytest.raises(ValueError, match=r"image_size=25 is too small for SeedCNN \(needs >= 26\)"):
+        CNNClassifier(image_size=25)
+    with torch.no_grad():
+        assert CNNClassifier(image_size=26).eval()(torch.rand(1, 3, 26, 26)).shape == (1, 2)
+
+
 def test_unknown_architecture_names_the_setting() -> None:
     with pytest.raises(ValueError, match=r"unknown model.arch='resnet9000'.*resnet18"):
         CNNClassifier(arch="resnet9000")

@@ -36,7 +36,7 @@ def _feature_side(image_size: int) -> int:
     for kernel in (3, 5, 3):
         side = (side - kernel + 1) // 2
     if side < 1:
-        raise ValueError(f"image_size={image_size} is too small for SeedCNN (needs >= 22)")
+        raise ValueError(f"image_size={image_size} is too small for SeedCNN (needs >= 26)")
     return side
 
 
