@@ -206,6 +206,26 @@ def test_compiled_step_is_traced_and_gives_the_eager_losses(
     assert compiled == pytest.approx(eager, rel=1e-5, abs=1e-6)
 
 
+def test_split_steps_through_the_compiled_step_train_as_eager(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """model.step_batch_size with model.compile: each split step goes through the traced step
+    (Dynamo's eager backend, as above) and the manual backward; the weights match eager."""
+    real = torch.compile
+    monkeypatch.setattr(
+        torch, "compile", lambda fn, **kw: real(fn, backend="eager", dynamic=kw.get("dynamic"))
+    )
+    torch._dynamo.reset()
+    eager = _model(dropout=False, step_batch_size=BATCH)
+    _fit_epochs(eager, 3 * BATCH, epochs=1)
+    compiled = _model(dropout=False, step_batch_size=BATCH, compile="default")
+    _fit_epochs(compiled, 3 * BATCH, epochs=1)
+    assert isinstance(compiled._train_outputs, classifier.CompiledOrEager)
+    assert compiled._train_outputs.compiled is not None  # no fallback happened
+    for a, b in zip(eager.state_dict().values(), compiled.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
 def test_a_failed_compiled_backward_redoes_the_step_eagerly(
     caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
