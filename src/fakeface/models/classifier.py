@@ -221,9 +221,10 @@ class CNNClassifier(L.LightningModule):
             automatic optimization). An int: each loader batch is split into steps of this many
             images (manual optimization). With `data.batch_size` a multiple of it, the steps are
             exactly those of `data.batch_size=step_batch_size`, while Lightning's per-batch host
-            work (hooks, logging, progress) is paid once per loader batch: the fast setting on a
-            GPU, where that work costs more than a small batch's compute. Per-step schedules
-            (cosine, onecycle) advance once per loader batch.
+            work (hooks, logging, progress) is paid once per loader batch. Meant for a GPU, where
+            that work costs as much as a small batch's compute (on an H200, 3.2 ms against 3.0
+            ms per batch of 32); a CPU gains nothing. Per-step schedules (cosine, onecycle)
+            advance once per loader batch.
     """
 
     def __init__(
