@@ -144,7 +144,8 @@ def test_split_steps_advance_a_per_step_schedule_once_per_loader_batch() -> None
     model = _model(step_batch_size=BATCH, scheduler="onecycle")
     trainer = _fit_epochs(model, 2 * BATCH, epochs=2)  # OneCycleLR refuses a step past its end
     scheduler = trainer.lr_scheduler_configs[0].scheduler
-    assert scheduler.last_epoch == trainer.estimated_stepping_batches == 2 * STEPS // 2
+    # 2 epochs x 3 loader batches of 2 x BATCH
+    assert scheduler.last_epoch == trainer.estimated_stepping_batches == 2 * (STEPS // 2)
     assert trainer.global_step == 2 * STEPS  # optimizer steps
 
 
