@@ -363,6 +363,7 @@ def test_ttur_learning_rates_reach_the_optimizers() -> None:
     assert opt_d.param_groups[0]["lr"] == 3e-4 and opt_g.param_groups[0]["lr"] == 5e-5
     opt_d, opt_g = DCGAN(lr=2e-4).configure_optimizers()  # null: both take model.lr
     assert opt_d.param_groups[0]["lr"] == opt_g.param_groups[0]["lr"] == 2e-4
+    assert opt_d.defaults["foreach"] and opt_g.defaults["foreach"]  # a CPU (fused on CUDA)
 
 
 def test_g_ema_averages_the_generator_and_draws_the_samples(tmp_path: Path) -> None:
