@@ -329,21 +329,22 @@ class CNNClassifier(L.LightningModule):
             optimizer.step()
             loss_sum = loss_sum + loss.detach() * len(ys)
             acc_sum = acc_sum + acc.detach() * len(ys)
-        scheduler = self.lr_schedulers()
-        if scheduler is not None and self.hparams.scheduler in ("cosine", "onecycle"):
-            scheduler.step()  # per loader batch: estimated_stepping_batches counts those
+        # Per-step schedules advance per loader batch: estimated_stepping_batches counts those.
+        for config in self.trainer.lr_scheduler_configs:
+            if config.interval == "step":
+                config.scheduler.step()
         return loss_sum / len(y), acc_sum / len(y)
 
     def on_train_epoch_end(self) -> None:
         # Manual optimization steps no scheduler by itself: the plateau schedule reads this
         # epoch's validation loss, as Lightning does in automatic optimization.
         val_loss = self.trainer.callback_metrics.get("val/loss")
-        if (
-            not self.automatic_optimization
-            and self.hparams.scheduler == "plateau"
-            and val_loss is not None
-        ):
-            self.lr_schedulers().step(val_loss)
+        if self.automatic_optimization or val_loss is None:
+            return
+        for config in self.trainer.lr_scheduler_configs:
+            # (Lightning leaves reduce_on_plateau unset under manual optimization)
+            if isinstance(config.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+                config.scheduler.step(val_loss)
 
     def backward(self, loss: torch.Tensor, *args, **kwargs) -> None:  # noqa: ANN002, ANN003
         step = self._train_outputs
