@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 from collections.abc import Callable
@@ -102,16 +103,14 @@ def recalibrate_batchnorm(
         m.momentum = None  # cumulative average over the batches below
         m.train()  # batch statistics for BN only; the rest (dropout) stays in eval mode
     try:
+        images = (
+            x
+            for batch in trainer.train_dataloader
+            for x in (batch[0].split(step_size) if step_size else (batch[0],))
+        )
         with trainer.precision_plugin.forward_context():
-            done = 0
-            for batch in trainer.train_dataloader:
-                for x in batch[0].split(step_size) if step_size else (batch[0],):
-                    if done == batches:
-                        break
-                    module(x.to(module.device, non_blocking=True))
-                    done += 1
-                if done == batches:
-                    break
+            for x in itertools.islice(images, batches):  # draws no loader batch beyond these
+                module(x.to(module.device, non_blocking=True))
     finally:
         for m, momentum in zip(norms, momenta, strict=True):
             m.momentum = momentum
