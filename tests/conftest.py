@@ -3,12 +3,24 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 from PIL import Image
 
 CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+
+
+def quiet_trainer(accelerator: str = "cpu", **settings: Any) -> Any:
+    """A one-device Lightning Trainer that writes nothing (no logger, checkpoints, progress bar
+    or model summary), with `settings` on top."""
+    import lightning as L
+
+    quiet = {"logger": False, "enable_checkpointing": False, "enable_progress_bar": False}
+    return L.Trainer(
+        accelerator=accelerator, devices=1, enable_model_summary=False, **(quiet | settings)
+    )
 
 
 def make_face_folder(

@@ -10,6 +10,7 @@ import pytest
 import torch
 from lightning.pytorch.plugins.precision import Precision
 
+from conftest import quiet_trainer
 from fakeface.errors import ConfigError
 from fakeface.modelfile import load_classifier
 from fakeface.models.classifier import CNNClassifier, precise_bn_batches, recalibrate_batchnorm
@@ -150,8 +151,6 @@ def test_precise_bn_share_counts_batches_of_the_epoch() -> None:
 def test_precise_bn_share_reestimates_over_that_share_in_a_fit(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    import lightning as L
-
     import fakeface.models.classifier as classifier
 
     used: list[int] = []
@@ -160,10 +159,8 @@ def test_precise_bn_share_reestimates_over_that_share_in_a_fit(
     )
     data = torch.utils.data.TensorDataset(torch.rand(64, 3, 128, 128), torch.arange(64) % 2)
     loader = torch.utils.data.DataLoader(data, batch_size=2)  # 32 batches per epoch
-    trainer = L.Trainer(
-        max_epochs=2, accelerator="cpu", logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
-        limit_val_batches=1, default_root_dir=tmp_path,
-    )  # fmt: skip
+    trainer = quiet_trainer(
+        max_epochs=2, num_sanity_val_steps=0, limit_val_batches=1, default_root_dir=tmp_path
+    )
     trainer.fit(CNNClassifier(bn_recalibration_batches=0.75), loader, loader)
     assert used == [24, 24]  # three quarters of 32 batches, before each epoch's validation

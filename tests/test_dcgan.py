@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, TensorDataset
 
-from conftest import compose, make_face_folder
+from conftest import compose, make_face_folder, quiet_trainer
 from fakeface.errors import ConfigError, DivergenceError, ModelFileError
 from fakeface.generate import generate, load_dcgan
 from fakeface.models.dcgan import DCGAN
@@ -56,16 +56,8 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def tiny_trainer(root: Path, precision: str, batches: int) -> L.Trainer:
-    return L.Trainer(
-        accelerator="cpu",
-        precision=precision,
-        max_epochs=1,
-        limit_train_batches=batches,
-        default_root_dir=root,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
+    return quiet_trainer(
+        precision=precision, max_epochs=1, limit_train_batches=batches, default_root_dir=root
     )
 
 

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
+from conftest import quiet_trainer
 from fakeface.errors import ConfigError
 from fakeface.modelfile import fast_dtype, precision_dtype
 from fakeface.models import classifier
@@ -42,17 +43,8 @@ class _Losses(L.Callback):
 
 def _fit(model: CNNClassifier, accelerator: str = "cpu") -> tuple[list[float], L.Trainer]:
     losses = _Losses()
-    trainer = L.Trainer(
-        accelerator=accelerator,
-        devices=1,
-        max_epochs=1,
-        limit_val_batches=0,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        log_every_n_steps=1,
-        callbacks=[losses],
+    trainer = quiet_trainer(
+        accelerator, max_epochs=1, limit_val_batches=0, log_every_n_steps=1, callbacks=[losses]
     )
     trainer.fit(model, DataLoader(_data(), batch_size=BATCH))
     return losses.losses, trainer
@@ -103,16 +95,7 @@ def _fit_epochs(
 ) -> L.Trainer:
     """`epochs` epochs on _data() in loader batches of `batch_size`, validating on _data(1)."""
     torch.manual_seed(1)  # the dropout draws
-    trainer = L.Trainer(
-        accelerator=accelerator,
-        devices=1,
-        max_epochs=epochs,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-    )
+    trainer = quiet_trainer(accelerator, max_epochs=epochs, num_sanity_val_steps=0)
     val = DataLoader(_data(1), batch_size=BATCH)
     trainer.fit(model, DataLoader(_data(), batch_size=batch_size), val)
     return trainer
