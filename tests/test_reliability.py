@@ -490,6 +490,15 @@ def test_config_and_data_errors_print_one_line_without_a_traceback(tmp_path: Pat
             "trainer.gradient_clip_val=1.0 cannot run with model.step_batch_size=4",
         ),
         (
+            [
+                f"data.root={faces}",
+                "model.compile=cuda-graphs",
+                "+trainer.accumulate_grad_batches=2",
+            ],
+            {},
+            "trainer.accumulate_grad_batches=2 cannot run with model.compile=cuda-graphs",
+        ),
+        (
             [f"data.root={one_bad}", "trainer.limit_train_batches=1.0"],
             {},
             "1 of 13 images read from split 'train' are unreadable",

@@ -241,25 +241,114 @@ def test_a_failed_compiled_backward_redoes_the_step_eagerly(
     assert fallback == pytest.approx(eager, rel=1e-6)  # the first step was redone, not lost
 
 
+class _StandInCapture:
+    """torch.cuda.make_graphed_callables without CUDA: what it does besides capturing, i.e.
+    three warm-up passes in training mode on the sample batch (which move BatchNorm's running
+    statistics), then a callable that runs the module on each batch."""
+
+    def __init__(self, fail: bool = False) -> None:
+        self.fail, self.captured, self.replayed = fail, [], []
+
+    def __call__(self, module: torch.nn.Module, sample: tuple[torch.Tensor, ...]) -> object:
+        if self.fail:
+            raise RuntimeError("operation not permitted when stream is capturing\ndetail")
+        self.captured.append(sample[0].shape)
+        for _ in range(3):
+            module(*sample)
+
+        def replay(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            self.replayed.append(x.shape)
+            return module(x, y)
+
+        return replay
+
+
+def _graphed_model(
+    monkeypatch: pytest.MonkeyPatch, capture: _StandInCapture, **kwargs: object
+) -> CNNClassifier:
+    """A model whose step is a GraphedStep, as on a GPU, capturing with `capture`."""
+    real = classifier.training_outputs
+    monkeypatch.setattr(
+        classifier,
+        "training_outputs",
+        lambda net, mode, device, **kw: real(net, mode, torch.device("cuda"), **kw),
+    )
+    monkeypatch.setattr(torch.cuda, "make_graphed_callables", capture)
+    return _model(dropout=False, compile="cuda-graphs", **kwargs)
+
+
+@pytest.mark.parametrize("step_batch_size", [None, BATCH])
+def test_captured_step_trains_as_eager(
+    monkeypatch: pytest.MonkeyPatch, step_batch_size: int | None
+) -> None:
+    """model.compile=cuda-graphs around a stand-in capture: the same weights and BatchNorm
+    statistics as eager (the capture's warm-up passes are undone), the epoch's shorter last batch
+    runs eagerly, and the split steps replay too."""
+    batch = 3 * BATCH - 2 if step_batch_size is None else 3 * BATCH  # 22: a last batch of 4
+    # no precise BN: it would re-estimate the running statistics the warm-up moved
+    settings = {"step_batch_size": step_batch_size, "bn_recalibration_batches": 0}
+    eager = _model(dropout=False, **settings)
+    _fit_epochs(eager, batch, epochs=2)
+    capture = _StandInCapture()
+    graphed = _graphed_model(monkeypatch, capture, **settings)
+    _fit_epochs(graphed, batch, epochs=2)
+    assert isinstance(graphed._train_outputs, classifier.GraphedStep)
+    step = step_batch_size or batch
+    assert capture.captured == [torch.Size([step, 3, SIZE, SIZE])]
+    full_steps = 2 * (STEPS * BATCH // step)  # per epoch: 2 of 22 (and 4 eager), or 6 of 8
+    assert capture.replayed == [capture.captured[0]] * full_steps
+    for a, b in zip(eager.state_dict().values(), graphed.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_a_failed_capture_trains_eagerly_and_says_so_once(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    eager, _ = _fit(_model(dropout=False))
+    with caplog.at_level(logging.WARNING, logger=classifier.__name__):
+        fallback, _ = _fit(_graphed_model(monkeypatch, _StandInCapture(fail=True)))
+    warnings = [r.getMessage() for r in caplog.records if "model.compile" in r.getMessage()]
+    assert warnings == [
+        "model.compile=cuda-graphs: capturing the step failed (RuntimeError: operation not "
+        "permitted when stream is capturing); training eagerly"
+    ]
+    assert fallback == eager
+
+
+def test_cuda_graphs_without_cuda_trains_eagerly_and_says_so_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    eager, _ = _fit(_model())
+    with caplog.at_level(logging.WARNING, logger=classifier.__name__):
+        graphs, _ = _fit(_model(compile="cuda-graphs"))
+    warnings = [r.getMessage() for r in caplog.records if "model.compile" in r.getMessage()]
+    assert len(warnings) == 1 and "cuda-graphs captures CUDA graphs" in warnings[0]
+    assert graphs == eager
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA device")
-def test_cuda_graph_step_gives_the_eager_losses(caplog: pytest.LogCaptureFixture) -> None:
+@pytest.mark.parametrize("mode", ["reduce-overhead", "cuda-graphs"])
+def test_cuda_graph_step_gives_the_eager_losses(
+    caplog: pytest.LogCaptureFixture, mode: str
+) -> None:
     torch._dynamo.reset()
     eager, trainer = _fit(_model(dropout=False), "gpu")
     assert trainer.optimizers[0].defaults["fused"] is True
     with caplog.at_level(logging.WARNING, logger=classifier.__name__):
-        graphs, _ = _fit(_model(dropout=False, compile="reduce-overhead"), "gpu")
+        graphs, _ = _fit(_model(dropout=False, compile=mode), "gpu")
     assert not [r for r in caplog.records if "model.compile" in r.getMessage()]
     # cuDNN/inductor kernels differ from eager ones in the last bits
     assert graphs == pytest.approx(eager, rel=2e-3, abs=1e-4)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA device")
-def test_cuda_graph_split_steps_train_as_eager_small_batches() -> None:
+@pytest.mark.parametrize("mode", ["reduce-overhead", "cuda-graphs"])
+def test_cuda_graph_split_steps_train_as_eager_small_batches(mode: str) -> None:
     """The GPU recipe: loader batches of 3 x BATCH split into CUDA-graph steps of BATCH."""
     torch._dynamo.reset()
     eager = _model(dropout=False)
     _fit_epochs(eager, BATCH, epochs=2, accelerator="gpu")
-    graphs = _model(dropout=False, compile="reduce-overhead", step_batch_size=BATCH)
+    graphs = _model(dropout=False, compile=mode, step_batch_size=BATCH)
     trainer = _fit_epochs(graphs, 3 * BATCH, epochs=2, accelerator="gpu")
     assert trainer.global_step == 2 * STEPS
     for a, b in zip(eager.state_dict().values(), graphs.state_dict().values(), strict=True):

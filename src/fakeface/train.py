@@ -212,16 +212,15 @@ def check_config(cfg: DictConfig) -> None:
             "data.train_crop needs a model that reads any image size; the seed_cnn's dense layer "
             "fixes its input at data.image_size: use e.g. model.arch=resnet18, or data.train_crop=null"
         )
-    check_step_batch(cfg)
+    check_step_settings(cfg)
 
 
-def check_step_batch(cfg: DictConfig) -> None:
+def check_step_settings(cfg: DictConfig) -> None:
     """model.step_batch_size must divide data.batch_size (else the steps would not be those of
     data.batch_size=step_batch_size) and runs without Lightning's automatic clipping and
-    accumulation, which manual optimization does not have."""
+    accumulation, which manual optimization does not have. model.compile=cuda-graphs runs
+    without accumulation: each replay rewrites the gradient buffers the last one filled."""
     step = OmegaConf.select(cfg, "model.step_batch_size")
-    if step is None:
-        return
     batch = OmegaConf.select(cfg, "data.batch_size")
     if isinstance(step, int) and step > 0 and isinstance(batch, int) and batch % step:
         raise ConfigError(
@@ -230,15 +229,25 @@ def check_step_batch(cfg: DictConfig) -> None:
         )
     clip = OmegaConf.select(cfg, "trainer.gradient_clip_val") or 0
     accumulate = OmegaConf.select(cfg, "trainer.accumulate_grad_batches") or 1
-    for key, value, used in (
-        ("trainer.gradient_clip_val", clip, clip > 0),
-        ("trainer.accumulate_grad_batches", accumulate, accumulate != 1),
-    ):
-        if used:
-            raise ConfigError(
-                f"{key}={value} cannot run with model.step_batch_size={step} (manual "
-                f"optimization): remove {key}, or set model.step_batch_size=null"
+
+    def refuse(key: str, value: object, setting: str, instead: str) -> None:
+        raise ConfigError(
+            f"{key}={value} cannot run with {setting}: remove {key}, or set {instead}"
+        )
+
+    if step is not None:
+        manual = f"model.step_batch_size={step} (manual optimization)"
+        if clip > 0:
+            refuse("trainer.gradient_clip_val", clip, manual, "model.step_batch_size=null")
+        if accumulate != 1:
+            refuse(
+                "trainer.accumulate_grad_batches", accumulate, manual, "model.step_batch_size=null"
             )
+    if accumulate != 1 and OmegaConf.select(cfg, "model.compile") == "cuda-graphs":
+        graphs = "model.compile=cuda-graphs (each replay rewrites the last step's gradients)"
+        refuse(
+            "trainer.accumulate_grad_batches", accumulate, graphs, "model.compile=reduce-overhead"
+        )
 
 
 def check_ddp_sweep(trainer: L.Trainer) -> None:

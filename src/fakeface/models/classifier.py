@@ -25,7 +25,7 @@ CLASS_NAMES = ("fake", "real")  # ImageFolder order: alphabetical, fake=0, real=
 MAX_MISCLASSIFIED = 64  # test images kept for the TensorBoard grid
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULERS = ("plateau", "cosine", "onecycle", "none")
-COMPILE_MODES = (None, "default", "reduce-overhead")
+COMPILE_MODES = (None, "default", "reduce-overhead", "cuda-graphs")
 
 
 def build_net(arch: str, image_size: int, num_classes: int = 2) -> nn.Module:
@@ -142,6 +142,12 @@ class TrainOutputs(nn.Module):
         return loss, acc
 
 
+def first_line(err: Exception) -> str:
+    """`Type: first line of the message` (compiler and CUDA errors run to pages)."""
+    text = str(err).strip()
+    return f"{type(err).__name__}: {text.splitlines()[0][:300] if text else ''}"
+
+
 class CompiledOrEager:
     """Calls the compiled step; if compiling or running it fails (forward here, backward in
     `CNNClassifier.backward`), logs once and uses the eager step from then on. A genuine error
@@ -153,12 +159,9 @@ class CompiledOrEager:
         self.last: tuple[torch.Tensor, ...] = ()  # (x, y, loss) of the last compiled call
 
     def fail(self, err: Exception) -> None:
-        text = str(err).strip()
-        first = text.splitlines()[0][:300] if text else ""
         log.warning(
-            "model.compile=%s failed (%s: %s); training eagerly from here",
-            self.mode, type(err).__name__, first,
-        )  # fmt: skip
+            "model.compile=%s failed (%s); training eagerly from here", self.mode, first_line(err)
+        )
         self.compiled, self.last = None, ()
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -174,23 +177,78 @@ class CompiledOrEager:
         return self.eager(x, y)
 
 
+class GraphedStep:
+    """model.compile=cuda-graphs: the step's forward and backward replayed from two CUDA graphs
+    (`torch.cuda.make_graphed_callables`), captured on the first batch, without torch.compile.
+
+    A replay costs a couple of launches and little Python, where cudagraph trees add Dynamo's
+    guards and their own bookkeeping to every step. Batches of another shape (an epoch's last,
+    shorter one) run eagerly. The optimizer step stays eager (one fused kernel), so Lightning's
+    optimization, schedules and step counting are untouched. If capturing fails, the step is
+    logged once and trains eagerly.
+    """
+
+    def __init__(self, eager: TrainOutputs) -> None:
+        self.eager = eager
+        self.graphed: Callable | None = None
+        self.shape: torch.Size | None = None  # the captured batch shape; None: not captured yet
+
+    def capture(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        self.shape = x.shape
+        # The capture's warm-up passes run the net in training mode: keep BatchNorm's running
+        # statistics as they were, so the first replay is the run's first update of them.
+        saved = [b.clone() for b in self.eager.buffers()]
+        # A module of its own to graph (make_graphed_callables patches its forward): the eager
+        # one stays as it is for the batches of other shapes.
+        module = TrainOutputs(self.eager.net, self.eager.label_smoothing, self.eager.channels_last)
+        try:  # capture needs autocast's weight cache off; the replays need no autocast at all
+            with torch.autocast(
+                "cuda",
+                dtype=torch.get_autocast_dtype("cuda"),
+                enabled=torch.is_autocast_enabled("cuda"),
+                cache_enabled=False,
+            ):
+                self.graphed = torch.cuda.make_graphed_callables(module, (x.clone(), y.clone()))
+        except Exception as err:  # noqa: BLE001 (any capture failure: train on, eagerly)
+            log.warning(
+                "model.compile=cuda-graphs: capturing the step failed (%s); training eagerly",
+                first_line(err),
+            )
+        with torch.no_grad():
+            for buffer, value in zip(self.eager.buffers(), saved, strict=True):
+                buffer.copy_(value)
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.shape is None:
+            self.capture(x, y)
+        if self.graphed is None or x.shape != self.shape:
+            return self.eager(x, y)
+        loss, acc = self.graphed(x, y)
+        # The graph's own outputs change at the next replay. (acc is a graph output too, so
+        # autograd marks it as differentiable: detach it, as the eager step's is.)
+        return loss.clone(), acc.detach().clone()
+
+
 def training_outputs(net: nn.Module, mode: str | None, device: torch.device, **kwargs) -> Callable:
     """The training step's (x, y) -> (loss, acc) for `model.compile=mode` on `device`.
 
     `reduce-overhead` captures the forward and backward in CUDA graphs (torch.compile's
-    cudagraph trees): one launch instead of dozens per step, which is what bounds a small CNN at
-    batch 32 on a GPU. Without CUDA it falls back to eager, logged once.
+    cudagraph trees), `cuda-graphs` captures them without compiling (`GraphedStep`): one launch
+    instead of dozens per step, which is what bounds a small CNN at batch 32 on a GPU. Without
+    CUDA both fall back to eager, logged once.
     """
     eager = TrainOutputs(net, **kwargs)
     if mode is None:
         return eager
-    if mode == "reduce-overhead" and device.type != "cuda":
+    if mode in ("reduce-overhead", "cuda-graphs") and device.type != "cuda":
         log.warning(
-            "model.compile=reduce-overhead captures CUDA graphs and this run is on %s: "
-            "training eagerly (use model.compile=default to compile without CUDA graphs)",
-            device.type,
-        )
+            "model.compile=%s captures CUDA graphs and this run is on %s: training eagerly "
+            "(use model.compile=default to compile without CUDA graphs)",
+            mode, device.type,
+        )  # fmt: skip
         return eager
+    if mode == "cuda-graphs":
+        return GraphedStep(eager)
     # dynamic=False: one graph per batch shape (the epoch's last, shorter batch gets its own)
     return CompiledOrEager(torch.compile(eager, mode=mode, dynamic=False), eager, mode)
 
@@ -213,9 +271,11 @@ class CNNClassifier(L.LightningModule):
             statistics over training batches with the weights frozen and dropout off ("precise
             BN"): an int is a number of batches, a float in (0, 1] a share of the epoch's batches
             (at least one); 0 keeps the running averages from training.
-        compile: compile the training step with torch.compile: null (eager, the default),
-            `default`, or `reduce-overhead` (CUDA graphs: the fast setting on a GPU at small
-            batches; eager on a CPU). A failed compile falls back to eager, logged once.
+        compile: how the training step's forward and backward run: null (eager, the
+            default), `default` (torch.compile), `reduce-overhead` (torch.compile with CUDA
+            graphs), or `cuda-graphs` (CUDA graphs captured without compiling, see
+            `GraphedStep`). The graph modes are for a GPU at small batches and train eagerly on
+            a CPU. A failed compile or capture falls back to eager, logged once.
         step_batch_size: images per optimizer step. null: one step per loader batch (Lightning's
             automatic optimization). An int: each loader batch is split into steps of this many
             images (manual optimization). With `data.batch_size` a multiple of it, the steps are
@@ -254,7 +314,8 @@ class CNNClassifier(L.LightningModule):
         check_precise_bn(bn_recalibration_batches)
         if compile not in COMPILE_MODES:
             raise ConfigError(
-                f"model.compile={compile!r}: use null (eager), default or reduce-overhead"
+                f"model.compile={compile!r}: use null (eager), default, reduce-overhead or "
+                "cuda-graphs"
             )
         if step_batch_size is not None and (
             isinstance(step_batch_size, bool)
