@@ -50,6 +50,15 @@ def _fit(model: CNNClassifier, accelerator: str = "cpu") -> tuple[list[float], L
     return losses.losses, trainer
 
 
+def _fit_warnings(
+    model: CNNClassifier, caplog: pytest.LogCaptureFixture, accelerator: str = "cpu"
+) -> tuple[list[float], list[str]]:
+    """_fit's losses, and the model.compile warnings the run logged."""
+    with caplog.at_level(logging.WARNING, logger=classifier.__name__):
+        losses, _ = _fit(model, accelerator)
+    return losses, [r.getMessage() for r in caplog.records if "model.compile" in r.getMessage()]
+
+
 def _model(dropout: bool = True, **kwargs: object) -> CNNClassifier:
     torch.manual_seed(0)
     model = CNNClassifier(**{"image_size": SIZE, "scheduler": "none"} | kwargs)
@@ -138,14 +147,15 @@ def test_step_batch_size_must_be_a_positive_whole_number(bad: object) -> None:
         CNNClassifier(step_batch_size=bad)
 
 
-def test_reduce_overhead_without_cuda_trains_eagerly_and_says_so_once(
-    caplog: pytest.LogCaptureFixture,
+@pytest.mark.parametrize("mode", ["reduce-overhead", "cuda-graphs"])
+def test_graph_modes_without_cuda_train_eagerly_and_say_so_once(
+    caplog: pytest.LogCaptureFixture, mode: str
 ) -> None:
     eager, _ = _fit(_model())
-    with caplog.at_level(logging.WARNING, logger=classifier.__name__):
-        graphs, _ = _fit(_model(compile="reduce-overhead"))
-    warnings = [r for r in caplog.records if "reduce-overhead" in r.getMessage()]
-    assert len(warnings) == 1 and "training eagerly" in warnings[0].getMessage()
+    graphs, warnings = _fit_warnings(_model(compile=mode), caplog)
+    assert len(warnings) == 1
+    assert f"model.compile={mode} captures CUDA graphs" in warnings[0]
+    assert "training eagerly" in warnings[0]
     assert graphs == eager
 
 
@@ -160,9 +170,7 @@ def test_a_failed_compile_falls_back_to_eager_once(
 
     monkeypatch.setattr(torch, "compile", broken)
     eager, _ = _fit(_model())
-    with caplog.at_level(logging.WARNING, logger=classifier.__name__):
-        fallback, _ = _fit(_model(compile="default"))
-    warnings = [r.getMessage() for r in caplog.records if "model.compile" in r.getMessage()]
+    fallback, warnings = _fit_warnings(_model(compile="default"), caplog)
     assert warnings == [
         "model.compile=default failed (RuntimeError: no C++ compiler here); training eagerly "
         "from here"
@@ -231,9 +239,7 @@ def test_a_failed_compiled_backward_redoes_the_step_eagerly(
 
     monkeypatch.setattr(torch, "compile", broken)
     eager, _ = _fit(_model(dropout=False))
-    with caplog.at_level(logging.WARNING, logger=classifier.__name__):
-        fallback, _ = _fit(_model(dropout=False, compile="default"))
-    warnings = [r.getMessage() for r in caplog.records if "model.compile" in r.getMessage()]
+    fallback, warnings = _fit_warnings(_model(dropout=False, compile="default"), caplog)
     assert warnings == [
         "model.compile=default failed (RuntimeError: CUDA driver error: invalid argument); "
         "training eagerly from here"
@@ -252,6 +258,7 @@ class _StandInCapture:
     def __call__(self, module: torch.nn.Module, sample: tuple[torch.Tensor, ...]) -> object:
         if self.fail:
             raise RuntimeError("operation not permitted when stream is capturing\ndetail")
+        assert not torch.is_autocast_cache_enabled()  # the real one refuses autocast's cache
         self.captured.append(sample[0].shape)
         for _ in range(3):
             module(*sample)
@@ -295,7 +302,7 @@ def test_captured_step_trains_as_eager(
     assert isinstance(graphed._train_outputs, classifier.GraphedStep)
     step = step_batch_size or batch
     assert capture.captured == [torch.Size([step, 3, SIZE, SIZE])]
-    full_steps = 2 * (STEPS * BATCH // step)  # per epoch: 2 of 22 (and 4 eager), or 6 of 8
+    full_steps = 2 * (STEPS * BATCH // step)  # per epoch: 2 of 22 (the last 4: eager), or 6 of 8
     assert capture.replayed == [capture.captured[0]] * full_steps
     for a, b in zip(eager.state_dict().values(), graphed.state_dict().values(), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
@@ -305,25 +312,13 @@ def test_a_failed_capture_trains_eagerly_and_says_so_once(
     caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     eager, _ = _fit(_model(dropout=False))
-    with caplog.at_level(logging.WARNING, logger=classifier.__name__):
-        fallback, _ = _fit(_graphed_model(monkeypatch, _StandInCapture(fail=True)))
-    warnings = [r.getMessage() for r in caplog.records if "model.compile" in r.getMessage()]
+    model = _graphed_model(monkeypatch, _StandInCapture(fail=True))
+    fallback, warnings = _fit_warnings(model, caplog)
     assert warnings == [
         "model.compile=cuda-graphs: capturing the step failed (RuntimeError: operation not "
         "permitted when stream is capturing); training eagerly"
     ]
     assert fallback == eager
-
-
-def test_cuda_graphs_without_cuda_trains_eagerly_and_says_so_once(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    eager, _ = _fit(_model())
-    with caplog.at_level(logging.WARNING, logger=classifier.__name__):
-        graphs, _ = _fit(_model(compile="cuda-graphs"))
-    warnings = [r.getMessage() for r in caplog.records if "model.compile" in r.getMessage()]
-    assert len(warnings) == 1 and "cuda-graphs captures CUDA graphs" in warnings[0]
-    assert graphs == eager
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA device")
@@ -334,9 +329,8 @@ def test_cuda_graph_step_gives_the_eager_losses(
     torch._dynamo.reset()
     eager, trainer = _fit(_model(dropout=False), "gpu")
     assert trainer.optimizers[0].defaults["fused"] is True
-    with caplog.at_level(logging.WARNING, logger=classifier.__name__):
-        graphs, _ = _fit(_model(dropout=False, compile=mode), "gpu")
-    assert not [r for r in caplog.records if "model.compile" in r.getMessage()]
+    graphs, warnings = _fit_warnings(_model(dropout=False, compile=mode), caplog, "gpu")
+    assert warnings == []
     # cuDNN/inductor kernels differ from eager ones in the last bits
     assert graphs == pytest.approx(eager, rel=2e-3, abs=1e-4)
 
