@@ -181,11 +181,13 @@ class GraphedStep:
     """model.compile=cuda-graphs: the step's forward and backward replayed from two CUDA graphs
     (`torch.cuda.make_graphed_callables`), captured on the first batch, without torch.compile.
 
-    A replay costs a couple of launches and little Python, where cudagraph trees add Dynamo's
-    guards and their own bookkeeping to every step. Batches of another shape (an epoch's last,
-    shorter one) run eagerly. The optimizer step stays eager (one fused kernel), so Lightning's
-    optimization, schedules and step counting are untouched. If capturing fails, the step is
-    logged once and trains eagerly.
+    Each step is then two replays and the input copies, with less Python around them than
+    `reduce-overhead` spends on Dynamo's guards and its graph bookkeeping (not yet measured on a
+    GPU). Batches of another shape (an epoch's last, shorter one) run eagerly. The optimizer step
+    stays eager (one fused kernel), so Lightning's optimization, schedules and step counting are
+    untouched. The backward graph writes the same gradient buffers at every replay, so gradients
+    must be set to None before each step (zero_grad's default; no accumulation). If capturing
+    fails, that is logged once and the run trains eagerly.
     """
 
     def __init__(self, eager: TrainOutputs) -> None:
