@@ -11,8 +11,8 @@ import torch
 from lightning.pytorch.plugins.precision import Precision
 
 from conftest import quiet_trainer
+from fakeface.deploy.modelfile import load_classifier
 from fakeface.errors import ConfigError
-from fakeface.modelfile import load_classifier
 from fakeface.models.classifier import CNNClassifier, precise_bn_batches, recalibrate_batchnorm
 
 
@@ -91,8 +91,8 @@ def test_unknown_architecture_names_the_setting() -> None:
 
 
 def test_export_round_trip_carries_architecture_and_image_size(tmp_path: Path) -> None:
-    from fakeface.export import export_classifier
-    from fakeface.modelfile import classify, load_classifier
+    from fakeface.deploy.export import export_classifier
+    from fakeface.deploy.modelfile import classify, load_classifier
 
     model = CNNClassifier(arch="resnet18", image_size=256).eval()
     path = export_classifier(model, tmp_path / "detector.ts", source="test")

@@ -15,10 +15,10 @@ from omegaconf import OmegaConf
 from skimage import data
 
 from conftest import compose
+from fakeface.deploy.export import export_classifier
 from fakeface.errors import ConfigError, DetectorError
-from fakeface.export import export_classifier
+from fakeface.faces.detect import FaceDetector, MTCNNDetector, build_detector
 from fakeface.models.nets import SeedCNN
-from fakeface.realtime.detect import FaceDetector, MTCNNDetector, build_detector
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 HAS_MTCNN = importlib.util.find_spec("facenet_pytorch") is not None
@@ -48,7 +48,7 @@ def one_thread():
 
 
 def iou(a: np.ndarray, b: np.ndarray) -> float:
-    from fakeface.bench import box_iou
+    from fakeface.bench.suite import box_iou
 
     return float(box_iou(a, b)[0, 0])
 

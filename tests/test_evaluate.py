@@ -1,4 +1,4 @@
-"""fakeface.evaluate (metrics, threshold, report, CLI) and fakeface.perturb (perturbations)."""
+"""fakeface.evaluate (metrics, threshold, report, CLI) and fakeface.evaluation.perturb (perturbations)."""
 
 from __future__ import annotations
 
@@ -17,17 +17,17 @@ from PIL import Image
 from torch import nn
 
 from conftest import compose, make_face_folder
-from fakeface.export import export_classifier
-from fakeface.inference import ImageFiles, score_files
-from fakeface.metrics import (
+from fakeface.deploy.export import export_classifier
+from fakeface.deploy.inference import ImageFiles, score_files
+from fakeface.deploy.modelfile import ModelFileError, classify, load_classifier
+from fakeface.evaluation.metrics import (
     auto_threshold,
     binary_metrics,
     calibrate,
     fit_temperature,
     uncalibrated,
 )
-from fakeface.modelfile import ModelFileError, classify, load_classifier
-from fakeface.perturb import (
+from fakeface.evaluation.perturb import (
     PERTURBATIONS,
     RANDOM_STEPS,
     SWEEP,

@@ -12,9 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from fakeface.errors import ConfigError
-from fakeface.export import export_checkpoint, export_classifier, export_ensemble
-from fakeface.modelfile import (
+from fakeface.deploy.export import export_checkpoint, export_classifier, export_ensemble
+from fakeface.deploy.modelfile import (
     FORMAT,
     META_FILE,
     ModelFileError,
@@ -24,6 +23,7 @@ from fakeface.modelfile import (
     precision_dtype,
     quiet_torchscript,
 )
+from fakeface.errors import ConfigError
 from fakeface.models.nets import SeedCNN
 from fakeface.precision import bf16_supported
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from skimage import data
 
-from fakeface.ganreport import (
+from fakeface.evaluation.ganreport import (
     diversity_ratio,
     face_rate,
     gan_report,

@@ -43,7 +43,7 @@ def test_every_config_lives_in_conf() -> None:
 def test_entry_points_are_the_python_m_commands() -> None:
     assert {
         "fakeface.train", "fakeface.evaluate", "fakeface.export", "fakeface.predict",
-        "fakeface.generate", "fakeface.bench", "fakeface.realtime.__main__",
+        "fakeface.generate", "fakeface.bench.__main__", "fakeface.realtime.__main__",
         "fakeface.data.inspect", "fakeface.data.cache", "fakeface.data.synthetic",
     } == ENTRY_POINTS  # fmt: skip
 
@@ -76,7 +76,7 @@ def test_no_import_cycle() -> None:
 
 
 def test_predict_evaluate_and_bench_share_one_scoring_function() -> None:
-    for name in ("fakeface.predict", "fakeface.evaluate", "fakeface.bench"):
+    for name in ("fakeface.predict", "fakeface.evaluate", "fakeface.bench.suite"):
         assert "score_files(" in MODULES[name].read_text(), name
     loaders = [n for n, p in MODULES.items() if "DataLoader(" in p.read_text()]
     assert "fakeface.predict" not in loaders and "fakeface.evaluate" not in loaders
@@ -96,10 +96,10 @@ def test_a_wheel_carries_the_configs(tmp_path: Path) -> None:
         check=True, capture_output=True, timeout=300,
     )  # fmt: skip
     code = (
-        "import fakeface.cli as cli; from hydra import compose, initialize_config_dir;"
-        "initialize_config_dir(config_dir=str(cli.conf_dir()), version_base='1.3').__enter__();"
+        "import fakeface; from hydra import compose, initialize_config_dir;"
+        "initialize_config_dir(config_dir=str(fakeface.conf_dir()), version_base='1.3').__enter__();"
         "cfg = compose('train', ['experiment=cnn']);"
-        "print(cli.conf_dir()); print(cfg.model._target_, cfg.trainer.max_epochs)"
+        "print(fakeface.conf_dir()); print(cfg.model._target_, cfg.trainer.max_epochs)"
     )
     run = subprocess.run(
         [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
@@ -109,3 +109,14 @@ def test_a_wheel_carries_the_configs(tmp_path: Path) -> None:
     assert run.stdout.split("\n")[:2] == [
         str(site / "fakeface" / "conf"), "fakeface.models.classifier.CNNClassifier 15"
     ]  # fmt: skip
+
+
+def test_pyproject_lists_every_package() -> None:
+    """A package missing from pyproject's list would be left out of a wheel (pip install .)."""
+    import tomllib
+
+    listed = set(
+        tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    )
+    on_disk = {module_name(p) for p in PACKAGE.rglob("__init__.py")}
+    assert on_disk | {"fakeface.conf"} == listed

@@ -13,9 +13,9 @@ import pytest
 import torch
 from PIL import Image
 
+from fakeface.deploy.export import export_classifier
+from fakeface.deploy.modelfile import classify, load_classifier
 from fakeface.errors import ConfigError
-from fakeface.export import export_classifier
-from fakeface.modelfile import classify, load_classifier
 from fakeface.models.nets import SeedCNN
 from fakeface.predict import predict_table
 from fakeface.preprocess import find_images, preprocess_file

@@ -16,12 +16,12 @@ import torch
 from hydra import compose, initialize_config_dir
 from PIL import Image
 
+from fakeface.deploy.export import export_classifier
+from fakeface.deploy.modelfile import load_classifier
 from fakeface.errors import ConfigError, SourceError
-from fakeface.export import export_classifier
-from fakeface.modelfile import load_classifier
+from fakeface.faces.detect import FaceDetector, crop_face, face_window
 from fakeface.models.nets import SeedCNN
 from fakeface.preprocess import preprocess_file
-from fakeface.realtime.detect import FaceDetector, crop_face, face_window
 from fakeface.realtime.draw import COLOURS, draw_face, face_label
 from fakeface.realtime.stream import (
     STAGES,
@@ -271,7 +271,7 @@ def test_cli_headless_and_errors(model_file: Path, clip, tmp_path: Path) -> None
 
 def test_realtime_never_imports_lightning() -> None:
     code = (
-        "import sys, fakeface.realtime.__main__, fakeface.realtime.stream, fakeface.inference;"
+        "import sys, fakeface.realtime.__main__, fakeface.realtime.stream, fakeface.deploy.inference;"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in "
         "('lightning', 'pytorch_lightning', 'lightning_fabric', 'torchmetrics')))"
     )

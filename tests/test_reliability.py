@@ -24,11 +24,11 @@ from PIL import Image
 
 import fakeface.data.datamodule as datamodule_module
 from conftest import CONF_DIR, compose, make_face_folder
-from fakeface.callbacks import AtomicCheckpointIO
 from fakeface.cli import one_line
 from fakeface.data.datamodule import FaceDataModule, Tracked
+from fakeface.deploy.modelfile import ModelFileError, load_classifier
 from fakeface.errors import DatasetError
-from fakeface.modelfile import ModelFileError, load_classifier
+from fakeface.models.callbacks import AtomicCheckpointIO
 from fakeface.models.classifier import CNNClassifier
 from fakeface.preprocess import BadImageError, preprocess_file
 from fakeface.train import find_last_checkpoint, train

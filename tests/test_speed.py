@@ -11,8 +11,8 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 from conftest import quiet_trainer
+from fakeface.deploy.modelfile import fast_dtype, precision_dtype
 from fakeface.errors import ConfigError
-from fakeface.modelfile import fast_dtype, precision_dtype
 from fakeface.models import classifier
 from fakeface.models.classifier import CNNClassifier
 from fakeface.precision import resolve_precision

@@ -1,4 +1,4 @@
-"""What every entry point shares: where the configs live, and user errors printed as one line.
+"""What every entry point shares: Hydra on the package's configs, user errors printed as one line.
 
 Only entry points (the modules run with `python -m`) import this; library code raises
 `fakeface.errors` classes and never formats them.
@@ -12,18 +12,10 @@ import re
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
+from fakeface import conf_dir
 from fakeface.errors import FakefaceError
-
-
-def conf_dir() -> Path:
-    """The Hydra config folder: packaged inside fakeface by a wheel, else the checkout's conf/."""
-    packaged = Path(__file__).resolve().parent / "conf"
-    # train.yaml, not just the folder: an old checkout can leave an empty src/fakeface/conf/ behind
-    found = (packaged / "train.yaml").is_file()
-    return packaged if found else Path(__file__).resolve().parents[2] / "conf"
 
 
 def hydra_main(config_name: str) -> Callable[[Callable[[Any], Any]], Callable[[], Any]]:

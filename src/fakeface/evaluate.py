@@ -24,19 +24,25 @@ from omegaconf import DictConfig, OmegaConf
 
 from fakeface.cli import hydra_main
 from fakeface.data.index import folder_list, sources
+from fakeface.deploy.inference import CLEAN, score_files
+from fakeface.deploy.modelfile import load_classifier, precision_dtype
 from fakeface.errors import ConfigError
-from fakeface.inference import CLEAN, score_files
-from fakeface.metrics import HEADLINE, POSITIVE, auto_threshold, binary_metrics, uncalibrated
-from fakeface.modelfile import load_classifier, precision_dtype
-from fakeface.perturb import Perturbation, perturbation
-from fakeface.plots import (
+from fakeface.evaluation.metrics import (
+    HEADLINE,
+    POSITIVE,
+    auto_threshold,
+    binary_metrics,
+    uncalibrated,
+)
+from fakeface.evaluation.perturb import Perturbation, perturbation
+from fakeface.evaluation.plots import (
     confusion_figure,
     plot_reliability,
     plot_robustness,
     plot_roc,
     save,
 )
-from fakeface.report import print_summary, render_markdown
+from fakeface.evaluation.report import print_summary, render_markdown
 
 log = logging.getLogger(__name__)
 

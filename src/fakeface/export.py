@@ -3,180 +3,19 @@
     python -m fakeface.export ckpt=<cnn.ckpt>      # -> <run dir>/classifier.ts (or out=<folder>)
     python -m fakeface.export "members=[<a.ts>,<b.ts>,<c.ts>]"   # one file: their mean
 
-The file takes float32 NCHW RGB in [0, 1] at the training image size (any batch size) and returns
-probabilities [p_fake, p_real]; `fakeface.json` inside it says so (see `fakeface.modelfile`).
+The work is done by `fakeface.deploy.export`; this module is the command line.
 """
 
 from __future__ import annotations
 
-import copy
-from collections.abc import Sequence
 from pathlib import Path
 
-import torch
 from omegaconf import DictConfig
-from torch import nn
 
-import fakeface
 from fakeface.cli import hydra_main
-from fakeface.errors import ConfigError, ModelFileError
-from fakeface.modelfile import (
-    META_FILE,
-    ClassifierInfo,
-    load_classifier,
-    quiet_torchscript,
-)
-
-DEFAULT_CLASS_NAMES = ("fake", "real")
-
-
-class Probabilities(nn.Module):
-    """A logits network, its calibration temperature, then a softmax in fp32: the file's forward."""
-
-    def __init__(self, net: nn.Module, temperature: float = 1.0) -> None:
-        super().__init__()
-        self.net = net
-        self.temperature = float(temperature)  # a constant in the traced graph
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # x: N x 3 x S x S in [0, 1] -> N x classes probabilities; .float() keeps the softmax fp32
-        # when the caller runs the file under bf16 autocast.
-        return torch.softmax(self.net(x).float() / self.temperature, dim=1)
-
-
-def export_classifier(
-    model: nn.Module,
-    out_path: str | Path,
-    image_size: int | None = None,
-    *,
-    source: str | Path = "",
-    arch: str | None = None,
-    class_names: Sequence[str] | None = None,
-    temperature: float = 1.0,
-    calibration: dict | None = None,
-) -> Path:
-    """Trace `model` (a CNNClassifier or a plain logits net) to a fakeface TorchScript file.
-
-    The model is copied, so the caller's module keeps its device, dtype and training mode.
-
-    Args:
-        model: a LightningModule with `.net` and `.hparams` (CNNClassifier), or any nn.Module
-            mapping N x 3 x S x S in [0, 1] to N x classes logits.
-        out_path: the `.ts` file to write (parent folders are created).
-        image_size: input side S; default `model.hparams.image_size`.
-        source: the checkpoint it comes from (recorded in the metadata).
-        arch: architecture name; default `model.hparams.arch`, else the class name.
-        class_names: output order; default `model.class_names`, else ("fake", "real").
-        temperature: the file divides the logits by it before the softmax (`fit_temperature`);
-            1 leaves them as trained.
-        calibration: how the temperature was fitted, for the metadata.
-    """
-    if not 0 < temperature < float("inf"):
-        raise ConfigError(f"temperature={temperature}: use a positive number (1 = uncalibrated)")
-    hparams = getattr(model, "hparams", {})
-    net = getattr(model, "net", model)  # CNNClassifier keeps its network in .net
-    image_size = image_size or hparams.get("image_size")
-    if not image_size:
-        raise ModelFileError("image_size is unknown: pass export_classifier(..., image_size=128)")
-    info = ClassifierInfo(
-        image_size=int(image_size),
-        class_names=tuple(class_names or getattr(model, "class_names", DEFAULT_CLASS_NAMES)),
-        arch=arch or hparams.get("arch", type(net).__name__),
-        source=str(source),
-        torch_version=torch.__version__,
-        fakeface_version=fakeface.__version__,
-        temperature=float(temperature),
-        calibration=dict(calibration or {}),
-    )
-    wrapper = Probabilities(copy.deepcopy(net).to("cpu", torch.float32), temperature).eval()
-
-    out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    partial = out_path.with_name(out_path.name + ".partial")  # never leave a half-written model
-    generator = torch.Generator().manual_seed(0)
-    example = torch.rand(2, 3, info.image_size, info.image_size, generator=generator)
-    with quiet_torchscript(), torch.no_grad():
-        traced = torch.jit.trace(wrapper, example)
-        torch.jit.save(traced, str(partial), _extra_files={META_FILE: info.to_json()})
-    partial.replace(out_path)
-
-    # Read the file back and check it on a batch of another size against the eager model.
-    loaded, _ = load_classifier(out_path)
-    check = torch.rand(3, 3, info.image_size, info.image_size, generator=generator)
-    with torch.no_grad():
-        expected, got = wrapper(check), loaded(check)
-    if got.shape != expected.shape or not torch.allclose(got, expected, atol=1e-5):
-        out_path.unlink()
-        raise ModelFileError(
-            f"the traced {info.arch} does not reproduce the eager model (max difference "
-            f"{(got - expected).abs().max():.2e}); it may have input-dependent control flow"
-        )
-    return out_path
-
-
-def export_checkpoint(
-    ckpt: str | Path, out_path: str | Path = "classifier.ts", temperature: float = 1.0
-) -> Path:
-    """Load a CNNClassifier checkpoint (no Hydra needed) and export it to `out_path`."""
-    ckpt = Path(ckpt)
-    if not ckpt.is_file():
-        raise ModelFileError(f"checkpoint {ckpt} not found (give ckpt=<path to a CNN .ckpt>)")
-    if ckpt.suffix == ".ts":
-        raise ModelFileError(f"{ckpt} is already an exported model; give the training .ckpt")
-    from fakeface.models.classifier import CNNClassifier  # Lightning: only when exporting
-
-    try:
-        module = CNNClassifier.load_from_checkpoint(ckpt, map_location="cpu")
-    except Exception as err:  # any failure here means "not a CNNClassifier checkpoint"
-        first = (str(err).strip().splitlines() or [""])[0][:160]
-        raise ModelFileError(
-            f"{ckpt} is not a CNNClassifier checkpoint ({type(err).__name__}: {first}); "
-            "export the .ckpt of a `experiment=cnn` run"
-        ) from err
-    return export_classifier(module, out_path, source=ckpt.resolve(), temperature=temperature)
-
-
-class Ensemble(nn.Module):
-    """Several exported classifiers as one logits network: log of their mean probabilities.
-
-    The export's softmax turns these logits back into exactly the mean of the members'
-    probabilities (each member keeps its own calibration temperature).
-    """
-
-    def __init__(self, members: Sequence[nn.Module]) -> None:
-        super().__init__()
-        self.members = nn.ModuleList(members)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        mean = torch.stack([member(x).float() for member in self.members]).mean(0)
-        return mean.clamp_min(1e-12).log()
-
-
-def export_ensemble(members: Sequence[str | Path], out_path: str | Path) -> Path:
-    """Average exported classifiers (same image size and classes) into one file at `out_path`."""
-    if len(members) < 2:
-        raise ConfigError(
-            f"members={list(members)}: an ensemble needs at least two classifier files"
-        )
-    loaded = [load_classifier(path) for path in members]
-    first = loaded[0][1]
-    for path, (_, info) in zip(members, loaded, strict=True):
-        if (info.image_size, info.class_names) != (first.image_size, first.class_names):
-            raise ConfigError(
-                f"members: {path} takes {info.image_size} px -> {list(info.class_names)}, "
-                f"{members[0]} takes {first.image_size} px -> {list(first.class_names)}; "
-                "an ensemble needs members with the same input size and classes"
-            )
-    archs = sorted({info.arch for _, info in loaded})
-    return export_classifier(
-        Ensemble([model for model, _ in loaded]),
-        out_path,
-        first.image_size,
-        source=", ".join(str(Path(path).resolve()) for path in members),
-        arch=f"ensemble of {len(members)} ({', '.join(archs)})",
-        class_names=first.class_names,
-        calibration={"members": [{"temperature": info.temperature} for _, info in loaded]},
-    )
+from fakeface.deploy.export import export_checkpoint, export_ensemble
+from fakeface.deploy.modelfile import load_classifier
+from fakeface.errors import ConfigError
 
 
 @hydra_main("export")

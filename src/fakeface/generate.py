@@ -1,7 +1,7 @@
 """Fake faces from a DCGAN checkpoint: python -m fakeface.generate ckpt=<dcgan.ckpt> n=64
 
 Writes 0000.png ... and grid.png into the run directory (or `out`); with report=true and
-reference=<folder of real faces> also report.json and report.md (fakeface.ganreport).
+reference=<folder of real faces> also report.json and report.md (fakeface.evaluation.ganreport).
 """
 
 from __future__ import annotations
@@ -104,7 +104,7 @@ def generate(
 
 def p_fake(classifier: str | Path, images: np.ndarray, device: str = "cpu") -> np.ndarray:
     """An exported classifier's P(fake) for N x S x S x 3 uint8 RGB images (resized if needed)."""
-    from fakeface.modelfile import classify, fast_dtype, load_classifier
+    from fakeface.deploy.modelfile import classify, fast_dtype, load_classifier
     from fakeface.preprocess import resize_rgb, to_tensor
 
     model, info = load_classifier(classifier, device)
@@ -127,7 +127,7 @@ def report(
     device: str = "cpu",
 ) -> dict:
     """Score the generated PNGs against a folder of real faces; write report.json and report.md."""
-    from fakeface.ganreport import gan_report, load_images, write_report
+    from fakeface.evaluation.ganreport import gan_report, load_images, write_report
 
     samples = np.stack([np.asarray(Image.open(p).convert("RGB")) for p in paths])
     real = load_images(reference, size=samples.shape[1], key="reference")  # resized like training

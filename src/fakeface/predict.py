@@ -3,7 +3,7 @@
     python -m fakeface.predict classifier=classifier.ts input=<file|dir|glob> [detect=true] [tta=true]
 
 Writes predictions.csv into the run directory (or `out`). Every image goes through
-`fakeface.inference.score_files`; files that cannot be decoded are listed and skipped.
+`fakeface.deploy.inference.score_files`; files that cannot be decoded are listed and skipped.
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from fakeface.cli import hydra_main
+from fakeface.deploy.inference import CLEAN, score_files
+from fakeface.deploy.modelfile import ClassifierInfo, load_classifier, precision_dtype
 from fakeface.errors import ConfigError
-from fakeface.inference import CLEAN, score_files
-from fakeface.modelfile import ClassifierInfo, load_classifier, precision_dtype
 from fakeface.preprocess import find_images
 
 
@@ -39,10 +39,10 @@ def predict_table(
     the reason, with empty probabilities and label).
 
     Args:
-        model, info: from `fakeface.modelfile.load_classifier`.
+        model, info: from `fakeface.deploy.modelfile.load_classifier`.
         paths: image files (see `fakeface.preprocess.find_images`).
         detector: FaceDetector settings to crop the largest face first; None: whole images.
-        scoring: the other keyword arguments of `fakeface.inference.score_files`.
+        scoring: the other keyword arguments of `fakeface.deploy.inference.score_files`.
     """
     scores = score_files(model, info, paths, detector=detector, **scoring)
     probs = scores.probs[CLEAN]

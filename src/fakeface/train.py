@@ -23,12 +23,12 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.pytorch.utilities.model_helpers import is_overridden
 from omegaconf import DictConfig, OmegaConf
 
-from fakeface.callbacks import AtomicCheckpointIO, History, Throughput
 from fakeface.cli import hydra_main
 from fakeface.errors import ConfigError
-from fakeface.metrics import calibrate
+from fakeface.evaluation.metrics import calibrate
+from fakeface.evaluation.plots import plot_curves
+from fakeface.models.callbacks import AtomicCheckpointIO, History, Throughput
 from fakeface.models.classifier import CNNClassifier
-from fakeface.plots import plot_curves
 from fakeface.precision import resolve_precision
 
 log = logging.getLogger(__name__)
@@ -74,7 +74,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         metrics["test"] = results[0] if results else {}
     out_dir = Path(cfg.paths.output_dir)
     if cfg.export and isinstance(model, CNNClassifier) and trainer.is_global_zero:
-        from fakeface.export import export_classifier
+        from fakeface.deploy.export import export_classifier
 
         source = type(model).load_from_checkpoint(best, map_location="cpu") if best else model
         calibration = fit_calibration(source, datamodule, trainer) if cfg.calibrate else {}

@@ -29,7 +29,7 @@ from fakeface.data.index import (
     split_folder,
 )
 from fakeface.errors import BadImageError, ConfigError, DatasetError
-from fakeface.perturb import RANDOM_STEPS, random_steps
+from fakeface.evaluation.perturb import RANDOM_STEPS, random_steps
 from fakeface.preprocess import IMAGE_SIZE, load_image, preprocess
 
 log = logging.getLogger(__name__)
@@ -68,7 +68,7 @@ def collate_tracked(items: list[Any]) -> Any:
 
 
 # data.augment presets -> their steps: `flip` (on the resized tensor) and the RANDOM_STEPS of
-# fakeface.perturb (on the decoded full-resolution image). Steps also combine with "+".
+# fakeface.evaluation.perturb (on the decoded full-resolution image). Steps also combine with "+".
 AUGMENTS = {
     "none": (),
     "flip": ("flip",),
@@ -93,7 +93,7 @@ def check_augment(augment: str) -> tuple[str, ...]:
 
 
 class ImageAugment:
-    """The image-side steps of data.augment (fakeface.perturb.RANDOM_STEPS), before the resize.
+    """The image-side steps of data.augment (fakeface.evaluation.perturb.RANDOM_STEPS), before the resize.
 
     Works on the decoded full-resolution image so that `fakeface.preprocess` stays the one
     resize path (the flip is done after it, on the tensor). Each image gets a fresh stdlib

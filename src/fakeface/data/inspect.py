@@ -24,7 +24,7 @@ from rich.table import Table
 from fakeface.cli import hydra_main
 from fakeface.data.index import build_index
 from fakeface.errors import BadImageError, ConfigError
-from fakeface.plots import plot_samples, plot_sizes
+from fakeface.evaluation.plots import plot_samples, plot_sizes
 from fakeface.preprocess import load_image
 
 log = logging.getLogger(__name__)

@@ -16,8 +16,8 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from torch import nn
 
 from fakeface.errors import ConfigError
+from fakeface.evaluation.plots import confusion_figure
 from fakeface.models.nets import SeedCNN
-from fakeface.plots import confusion_figure
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """Real-time fake-face detection (python -m fakeface.realtime): torch, numpy and cv2, no Lightning."""
 
-from fakeface.realtime.detect import (
+from fakeface.faces.detect import (
     DetectorError,
     FaceDetector,
     crop_face,

@@ -13,9 +13,9 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from fakeface.cli import hydra_main
+from fakeface.deploy.modelfile import load_classifier, precision_dtype
 from fakeface.errors import ConfigError
-from fakeface.modelfile import load_classifier, precision_dtype
-from fakeface.realtime.detect import build_detector
+from fakeface.faces.detect import build_detector
 from fakeface.realtime.stream import FrameSource, print_summary, run
 
 

@@ -21,13 +21,13 @@ import cv2
 import numpy as np
 import torch
 
-from fakeface.errors import ConfigError, SourceError
-from fakeface.modelfile import (
+from fakeface.deploy.modelfile import (
     ClassifierInfo,
     classify,
 )
+from fakeface.errors import ConfigError, SourceError
+from fakeface.faces.detect import FaceDetector, crop_face
 from fakeface.preprocess import find_images, is_image, resize_rgb, to_tensor
-from fakeface.realtime.detect import FaceDetector, crop_face
 from fakeface.realtime.draw import draw_face, draw_fps, face_label
 
 STAGES = ("read", "detect", "classify", "draw", "write")

@@ -16,9 +16,9 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
+from fakeface.deploy.modelfile import ClassifierInfo, classify
 from fakeface.errors import BadImageError, ConfigError
-from fakeface.modelfile import ClassifierInfo, classify
-from fakeface.perturb import Perturbation
+from fakeface.evaluation.perturb import Perturbation
 from fakeface.preprocess import load_image, resize_rgb, to_tensor
 
 CLEAN = "clean"  # the unperturbed images
@@ -76,7 +76,7 @@ class ImageFiles(Dataset):
         """Crop to the largest face (same window as the real-time loop), or keep the whole image."""
         import cv2
 
-        from fakeface.realtime.detect import build_detector, face_window
+        from fakeface.faces.detect import build_detector, face_window
 
         if self._detector is None:
             self._detector = build_detector(self.detector_args)  # on the CPU, in each worker
@@ -123,7 +123,7 @@ def score_files(
     """Classify image files under each variant.
 
     Args:
-        model, info: from `fakeface.modelfile.load_classifier`.
+        model, info: from `fakeface.deploy.modelfile.load_classifier`.
         paths: image files (see `fakeface.preprocess.find_images`).
         variants: name -> perturbation (None = the image as it is); default {"clean": None}.
         batch_size: images per forward pass.
@@ -138,7 +138,7 @@ def score_files(
         raise ConfigError(f"batch_size={batch_size!r}: must be a whole number >= 1, e.g. 64")
     variants = dict(variants or {CLEAN: None})
     if detector is not None:
-        from fakeface.realtime.detect import build_detector
+        from fakeface.faces.detect import build_detector
 
         build_detector(detector)  # fail here, in the main process: no Haar, no mtcnn extra
     dataset = ImageFiles(paths, info.image_size, list(variants.values()), detector, margin)

@@ -29,14 +29,14 @@ from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.table import Table
 
-from fakeface.cli import conf_dir, hydra_main
+from fakeface import conf_dir
 from fakeface.errors import ConfigError
 from fakeface.precision import bf16_supported, resolve_precision
 
 log = logging.getLogger(__name__)
+CONF = conf_dir()
 SECTIONS = ("data", "train", "export", "dcgan", "realtime")
 EXTRA_SECTIONS = ("detect",)  # only when named: face detectors need a folder of annotated photos
-CONF = conf_dir()
 
 # The original Keras pipeline on the 2-core reference machine (same model, 128x128, batch 32),
 # and the targets of this project relative to it.
@@ -309,15 +309,15 @@ def timed(fn: Callable[[], Any], repeats: int, warmup: int) -> list[float]:
 
 def export_untrained(cfg: DictConfig, folder: Path) -> Path:
     """The configured CNN with fresh weights, exported: speed does not depend on the weights."""
-    from fakeface.export import export_classifier
+    from fakeface.deploy.export import export_classifier
 
     model = instantiate(cfg.model, _convert_="all").eval()
     return export_classifier(model, folder / "classifier.ts", source="bench (untrained weights)")
 
 
 def bench_export(cfg: DictConfig, device: str, model_file: Path, rows: list[dict]) -> None:
-    from fakeface.inference import score_files
-    from fakeface.modelfile import classify, fast_dtype, load_classifier
+    from fakeface.deploy.inference import score_files
+    from fakeface.deploy.modelfile import classify, fast_dtype, load_classifier
     from fakeface.precision import bf16_supported
     from fakeface.preprocess import preprocess_file
 
@@ -365,7 +365,7 @@ def face_video(cfg: DictConfig, path: Path, frames: int) -> Path:
     """640x480 clip: a face from the data (one the Haar detector finds) gliding over a backdrop."""
     import cv2
 
-    from fakeface.realtime.detect import FaceDetector
+    from fakeface.faces.detect import FaceDetector
 
     detector = FaceDetector(**OmegaConf.load(CONF / "detector" / "default.yaml"))
     backdrop = np.full((480, 640, 3), 96, np.uint8)
@@ -397,8 +397,8 @@ def bench_realtime(
 ) -> None:
     import cv2
 
-    from fakeface.modelfile import fast_dtype, load_classifier
-    from fakeface.realtime.detect import FaceDetector
+    from fakeface.deploy.modelfile import fast_dtype, load_classifier
+    from fakeface.faces.detect import FaceDetector
     from fakeface.realtime.stream import FrameSource, run
 
     b = cfg.bench
@@ -542,7 +542,7 @@ def bench_detect(cfg: DictConfig, rows: list[dict]) -> None:
     import cv2
 
     from fakeface.errors import DetectorError
-    from fakeface.realtime.detect import build_detector
+    from fakeface.faces.detect import build_detector
 
     spec = cfg.detect
     photos = []
@@ -681,13 +681,3 @@ def bench(cfg: DictConfig) -> dict[str, Any]:
     print_table(rows, facts)
     log.info("wrote %s", out / "bench.json")
     return result
-
-
-@hydra_main("bench")
-def main(cfg: DictConfig) -> None:
-    """CLI: run the chosen sections, print the table, write bench.json into the run directory."""
-    bench(cfg)
-
-
-if __name__ == "__main__":
-    main()

@@ -45,7 +45,7 @@ def face_rate(images: np.ndarray, detector: Any | None = None) -> float:
             FaceDetector with its default preset (conf/detector/default.yaml).
     """
     if detector is None:
-        from fakeface.realtime.detect import FaceDetector
+        from fakeface.faces.detect import FaceDetector
 
         detector = FaceDetector()
     if len(images) == 0:
@@ -129,7 +129,7 @@ def gan_report(
         p_fake: optionally a classifier's P(fake) for each sample, summarised as mean and rate.
     """
     if detector is None:
-        from fakeface.realtime.detect import FaceDetector
+        from fakeface.faces.detect import FaceDetector
 
         detector = FaceDetector()
     report: dict[str, Any] = {

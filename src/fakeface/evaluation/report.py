@@ -8,7 +8,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from fakeface.metrics import HEADLINE
+from fakeface.evaluation.metrics import HEADLINE
 
 MAX_LISTED = 50  # unreadable files named in report.md (report.json lists them all)
 

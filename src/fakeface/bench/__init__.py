@@ -1,0 +1,1 @@
+"""Benchmarks (python -m fakeface.bench): one module per section."""

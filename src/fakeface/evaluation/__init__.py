@@ -1,0 +1,1 @@
+"""Evaluation: metrics, reports, plots, perturbations, the GAN report, detector scoring."""

@@ -1,0 +1,1 @@
+"""Face detection (Haar, MTCNN), shared by predict, realtime, the GAN report and bench."""
