@@ -2,6 +2,15 @@
 
 from __future__ import annotations
 
+import atexit
+import json
+import os
+import queue
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -53,3 +62,56 @@ def compose(config_name: str, overrides: list[str]):
 
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         return hydra_compose(config_name, overrides=overrides)
+
+
+class _CliServer:
+    """The tests' one tests/cli_server.py process, started at the first command line."""
+
+    process: subprocess.Popen | None = None
+    lines: queue.Queue[str] = queue.Queue()  # its stdout, read by a thread: waits can time out
+
+    @classmethod
+    def start(cls) -> None:
+        cls.process = subprocess.Popen(
+            [sys.executable, str(Path(__file__).with_name("cli_server.py"))],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        atexit.register(cls.process.kill)
+        threading.Thread(
+            target=lambda: [*map(cls.lines.put, cls.process.stdout)], daemon=True
+        ).start()
+        assert cls.lines.get(timeout=120).strip() == "ready"
+
+    @classmethod
+    def run(cls, module: str, argv: list[str], cwd: str, env: dict | None, timeout: float) -> Any:
+        if cls.process is None or cls.process.poll() is not None:
+            cls.start()
+        with tempfile.TemporaryDirectory() as tmp:
+            out, err = f"{tmp}/stdout", f"{tmp}/stderr"
+            request = {"module": module, "argv": argv, "cwd": cwd, "env": env}
+            cls.process.stdin.write(json.dumps(request | {"stdout": out, "stderr": err}) + "\n")
+            cls.process.stdin.flush()
+            pid = int(cls.lines.get(timeout=60))
+            try:
+                code = int(cls.lines.get(timeout=timeout))
+            except queue.Empty:
+                os.kill(pid, signal.SIGKILL)
+                cls.lines.get(timeout=60)  # its exit status
+                raise subprocess.TimeoutExpired([module, *argv], timeout) from None
+            return subprocess.CompletedProcess(
+                [module, *argv], code, Path(out).read_text(), Path(err).read_text()
+            )
+
+
+def run_cli(command: list[str], *, cwd: Path | str | None = None, env: dict | None = None,
+            timeout: float = 300) -> subprocess.CompletedProcess:  # fmt: skip
+    """`subprocess.run(command, capture_output=True, text=True, ...)` for `python -m fakeface.X`
+    command lines, through the fork server (seconds faster each); other commands, and an
+    environment with another PYTHONPATH (imports the server has already made), run as processes."""
+    cwd = str(cwd or os.getcwd())
+    forkable = command[:2] == [sys.executable, "-m"] and command[2].startswith("fakeface")
+    if forkable and (env is None or env.get("PYTHONPATH") == os.environ.get("PYTHONPATH")):
+        return _CliServer.run(command[2], command[3:], cwd, env, timeout)
+    return subprocess.run(
+        command, capture_output=True, text=True, cwd=cwd, env=env, timeout=timeout
+    )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
 import sys
 from pathlib import Path
 
@@ -15,7 +14,7 @@ from hydra.utils import instantiate
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from conftest import compose
+from conftest import compose, run_cli
 from fakeface.cli import one_line
 from fakeface.data.cache import CachedDataset, DeviceBatches
 from fakeface.data.datamodule import AUGMENTS, FaceDataModule, FaceDataset
@@ -150,10 +149,8 @@ def test_folder_without_root_says_pass_data_root(tmp_path: Path) -> None:
 
 
 def test_folder_without_root_cli_prints_one_line(tmp_path: Path) -> None:
-    run = subprocess.run(
+    run = run_cli(
         [sys.executable, "-m", "fakeface.train", "data=folder", f"paths.root_dir={tmp_path}"],
-        capture_output=True,
-        text=True,
         timeout=120,
     )
     assert run.returncode == 1

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 
@@ -14,7 +13,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, TensorDataset
 
-from conftest import compose, make_face_folder, quiet_trainer
+from conftest import compose, make_face_folder, quiet_trainer, run_cli
 from fakeface.errors import ConfigError, DivergenceError, ModelFileError
 from fakeface.generate import generate, load_dcgan
 from fakeface.models.dcgan import DCGAN
@@ -273,7 +272,7 @@ def test_generate_cli_writes_n_images_and_grid_deterministically(
     command = [
         sys.executable, "-m", "fakeface.generate", f"ckpt={ckpt}", "n=5", "seed=0",
     ]  # fmt: skip
-    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    result = run_cli(command, cwd=tmp_path, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     (run,) = (tmp_path / "outputs" / "generate" / "runs").iterdir()  # the run directory
     first = {name: data for name, data in _files(run).items() if name.endswith(".png")}
@@ -317,7 +316,7 @@ def test_generate_errors_name_the_problem(run_dir: Path, tmp_path: Path) -> None
     with pytest.raises(ConfigError, match="at least one image"):
         generate(run_dir / "checkpoints" / "last.ckpt", n=0, out=tmp_path / "none")
     command = [sys.executable, "-m", "fakeface.generate", "ckpt=nope.ckpt"]
-    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    result = run_cli(command, cwd=tmp_path, timeout=120)
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert result.stderr.strip() == (
         "fakeface: error: ckpt=nope.ckpt: no such file; give a DCGAN checkpoint, e.g. "
@@ -414,7 +413,7 @@ def test_unknown_option_on_the_command_line_is_one_line(tmp_path: Path) -> None:
         sys.executable, "-m", "fakeface.train", "experiment=dcgan_faces",
         f"data.root={tmp_path}", "model.discriminator=resnet",
     ]  # fmt: skip
-    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    result = run_cli(command, cwd=tmp_path, timeout=120)
     assert result.returncode == 1 and "Traceback" not in result.stderr
     (line,) = [x for x in result.stderr.splitlines() if "error" in x]  # after "Seed set to 42"
     assert line.startswith("fakeface: error: model.discriminator='resnet': use one of")
@@ -464,6 +463,6 @@ def test_generate_report_writes_json_and_markdown(run_dir: Path, tmp_path: Path)
     assert saved["diversity_ratio"] == pytest.approx(result["diversity_ratio"])
     assert "| diversity ratio |" in (tmp_path / "gen" / "report.md").read_text()
     command = [sys.executable, "-m", "fakeface.generate", "ckpt=x.ckpt", "report=true"]
-    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    result = run_cli(command, cwd=tmp_path, timeout=120)
     assert result.returncode == 1
     assert result.stderr.strip().startswith("fakeface: error: report=true needs reference=")

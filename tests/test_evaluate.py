@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import pickle
 import random
-import subprocess
 import sys
 from pathlib import Path
 
@@ -16,7 +15,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from conftest import compose, make_face_folder
+from conftest import compose, make_face_folder, run_cli
 from fakeface.deploy.export import export_classifier
 from fakeface.deploy.inference import ImageFiles, score_files
 from fakeface.deploy.modelfile import ModelFileError, classify, load_classifier
@@ -317,7 +316,7 @@ def test_cli_writes_every_report_file(faces: Path, checker_model: Path, tmp_path
         sys.executable, "-m", "fakeface.evaluate", f"classifier={checker_model}", f"data.root={faces}",
         "threshold=auto", "robustness=true", f"hydra.run.dir={out}", "data.num_workers=2",
     ]  # fmt: skip
-    result = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    result = run_cli(command, timeout=300, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     for name in ("report.md", "report.json", "predictions.csv", "roc.png", "reliability.png",
                  "confusion.png", "robustness.png", ".hydra/config.yaml"):  # fmt: skip

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 import warnings
 import zipfile
@@ -12,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import run_cli
 from fakeface.deploy.export import export_checkpoint, export_classifier, export_ensemble
 from fakeface.deploy.modelfile import (
     FORMAT,
@@ -149,7 +149,7 @@ def _foreign(path, extra: dict[str, str] | None = None) -> None:
     ("case", "message"),
     [
         ("missing", "not found"),
-        ("corrupt", "not a readable TorchScript file"),
+        ("corrupt", "not a readable TorchScript or ONNX file"),
         ("truncated", "not a readable TorchScript file"),
         ("foreign", "not a fakeface classifier"),
         ("other-json", "not a fakeface classifier"),
@@ -186,10 +186,8 @@ def test_fast_dtype_and_precision_option() -> None:
 
 
 def test_cli_errors_without_traceback(tmp_path) -> None:
-    run = subprocess.run(
+    run = run_cli(
         [sys.executable, "-m", "fakeface.export", f"ckpt={tmp_path / 'nope.ckpt'}"],
-        capture_output=True,
-        text=True,
         cwd=tmp_path,
     )
     assert run.returncode == 1 and run.stderr.startswith("fakeface: error: checkpoint")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 
@@ -12,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import CONF_DIR, compose, make_face_folder
+from conftest import CONF_DIR, compose, make_face_folder, run_cli
 from fakeface.data.datamodule import FaceDataModule
 from fakeface.data.index import build_index
 from fakeface.errors import ConfigError, DatasetError
@@ -173,7 +172,7 @@ def test_two_job_multirun_makes_two_run_directories(face_folder: Path, tmp_path:
     ]
     # As the docs show it: from the project folder, no paths.* overrides (the sweep folder must
     # resolve before Hydra is set up); logger=null switches TensorBoard off.
-    result = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    result = run_cli(command, timeout=300, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     runs = sorted((tmp_path / "outputs" / "cnn" / "multiruns").glob("*/*/metrics.json"))
     assert len(runs) == 2
@@ -264,7 +263,7 @@ def test_optuna_sweep_runs_two_trials(tmp_path: Path) -> None:
         "data.synthetic.n_train=8", "data.synthetic.n_valid=4", "data.synthetic.n_test=4",
         "export=false", "logger=null", "callbacks.progress_bar=null",
     ]  # fmt: skip
-    result = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    result = run_cli(command, timeout=300, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     (sweep,) = (tmp_path / "outputs" / "cnn" / "multiruns").iterdir()
     assert len(list(sweep.glob("*/metrics.json"))) == 2

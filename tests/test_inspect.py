@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -11,7 +10,7 @@ import pandas as pd
 from PIL import Image
 from rich.console import Console
 
-from conftest import compose, make_face_folder
+from conftest import compose, make_face_folder, run_cli
 from fakeface.data.inspect import inspect_dataset
 
 
@@ -68,7 +67,7 @@ def test_inspect_cli_generates_and_reports_the_synthetic_set(tmp_path: Path) -> 
         f"paths.root_dir={tmp_path}",
         "workers=0",
     ]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    result = run_cli(command, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     runs = list((tmp_path / "outputs" / "inspect").glob("runs/*/index.csv"))
     assert len(runs) == 1  # outputs/inspect/runs/<timestamp>/, like every command

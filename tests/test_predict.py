@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
+from conftest import run_cli
 from fakeface.deploy.export import export_classifier
 from fakeface.deploy.modelfile import classify, load_classifier
 from fakeface.errors import ConfigError
@@ -118,10 +118,10 @@ def test_find_images_glob_and_errors(images: Path, tmp_path: Path) -> None:
 
 
 def test_cli_writes_csv_and_summary(model_file: Path, images: Path, tmp_path: Path) -> None:
-    run = subprocess.run(
+    run = run_cli(
         [sys.executable, "-m", "fakeface.predict", f"classifier={model_file}", f"input={images}",
          "batch_size=4", "detect=true", "num_workers=0"],
-        capture_output=True, text=True, cwd=tmp_path, env={**os.environ, "COLUMNS": "200"},
+        cwd=tmp_path, env={**os.environ, "COLUMNS": "200"},
     )  # fmt: skip
     assert run.returncode == 0, run.stderr
     # predictions.csv goes into the run directory, like every command's files

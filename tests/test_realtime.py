@@ -16,6 +16,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from PIL import Image
 
+from conftest import run_cli
 from fakeface.deploy.export import export_classifier
 from fakeface.deploy.modelfile import load_classifier
 from fakeface.errors import ConfigError, SourceError
@@ -251,9 +252,9 @@ def test_overlay_label_and_colour() -> None:
 def test_cli_headless_and_errors(model_file: Path, clip, tmp_path: Path) -> None:
     env = {**os.environ, "COLUMNS": "200"}
     cmd = [sys.executable, "-m", "fakeface.realtime", f"classifier={model_file}", "display=false"]
-    ok = subprocess.run(
+    ok = run_cli(
         [*cmd, f"source={clip[0]}", "max_frames=6", "log=log.jsonl", "video=annotated.mp4"],
-        capture_output=True, text=True, cwd=tmp_path, env=env,
+        cwd=tmp_path, env=env,
     )  # fmt: skip
     assert ok.returncode == 0, ok.stderr
     assert "frames 6" in ok.stdout and "FPS" in ok.stdout and "p95" in ok.stdout
@@ -261,7 +262,7 @@ def test_cli_headless_and_errors(model_file: Path, clip, tmp_path: Path) -> None
     assert len((run / "log.jsonl").read_text().splitlines()) == 6
     assert (run / "annotated.mp4").stat().st_size > 0
 
-    bad = subprocess.run([*cmd, "source=99"], capture_output=True, text=True, cwd=tmp_path, env=env)
+    bad = run_cli([*cmd, "source=99"], cwd=tmp_path, env=env)
     assert bad.returncode == 1 and "Traceback" not in bad.stderr
     assert (
         bad.stderr.startswith("fakeface: error: cannot open camera 99")

@@ -23,7 +23,7 @@ import torch
 from PIL import Image
 
 import fakeface.data.datamodule as datamodule_module
-from conftest import CONF_DIR, compose, make_face_folder
+from conftest import CONF_DIR, compose, make_face_folder, run_cli
 from fakeface.cli import one_line
 from fakeface.data.datamodule import FaceDataModule, Tracked
 from fakeface.deploy.modelfile import ModelFileError, load_classifier
@@ -428,31 +428,6 @@ def test_sigterm_and_ctrl_c_stop_after_saving_last_ckpt(tmp_path: Path) -> None:
 
 # --------------------------------------------------------------------------- one-line errors
 
-# One interpreter imports the entry points' dependencies once (the slow part, ~5 s on 2 cores) and
-# forks a child per command line; each child runs its module as `python -m MODULE ARGS` does
-# (runpy, as __main__), with its output in a file and its exit status printed by the parent.
-FORKING_CLI = r"""
-import json, os, runpy, sys, traceback
-import fakeface.train, fakeface.data.inspect
-cases, out = json.loads(sys.argv[1]), sys.argv[2]
-for i, (module, argv, env) in enumerate(cases):
-    pid = os.fork()
-    if pid == 0:
-        fd = os.open(f"{out}/{i}.log", os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
-        os.dup2(fd, 1); os.dup2(fd, 2)
-        os.environ.update(env)
-        sys.argv = [module, *argv]
-        code = 0
-        try:
-            runpy.run_module(module, run_name="__main__", alter_sys=True)
-        except SystemExit as stop:
-            code = stop.code if isinstance(stop.code, int) else int(stop.code is not None)
-        except BaseException:
-            traceback.print_exc(); code = 1
-        sys.stdout.flush(); sys.stderr.flush(); os._exit(code)
-    print(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]), flush=True)
-"""
-
 
 def test_config_and_data_errors_print_one_line_without_a_traceback(tmp_path: Path) -> None:
     faces = make_face_folder(tmp_path / "faces")
@@ -533,25 +508,19 @@ def test_config_and_data_errors_print_one_line_without_a_traceback(tmp_path: Pat
         ),
     ]
     # Command lines for fakeface.train, or for fakeface.data.inspect where they start with INSPECT.
-    payload = json.dumps(
-        [
-            ("fakeface.data.inspect", [*argv[1:], f"paths.root_dir={tmp_path}"], env)
+    runs = [
+        run_cli(
+            [sys.executable, "-m", "fakeface.data.inspect", *argv[1:], f"paths.root_dir={tmp_path}"]
             if argv[0] == "INSPECT"
-            else ("fakeface.train", base + argv, env)
-            for argv, env, _ in cases
-        ]
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", FORKING_CLI, payload, str(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    codes = [int(line) for line in result.stdout.split()]
-    for i, (argv, env, message) in enumerate(cases):
-        log = (tmp_path / f"{i}.log").read_text()
-        assert codes[i] == 1 and message in log, (argv, log[-2000:])
+            else [sys.executable, "-m", "fakeface.train", *base, *argv],
+            cwd=tmp_path,
+            env={**os.environ, **env},
+        )
+        for argv, env, _ in cases
+    ]
+    for run, (argv, env, message) in zip(runs, cases, strict=True):
+        log = run.stdout + run.stderr
+        assert run.returncode == 1 and message in log, (argv, log[-2000:])
         if env:  # HYDRA_FULL_ERROR=1 keeps the full traceback
             assert "Traceback" in log
             continue

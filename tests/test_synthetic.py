@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 
@@ -11,6 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import run_cli
 from fakeface.data.synthetic import MANIFEST, generate_synthetic
 from fakeface.errors import ConfigError, DatasetError
 from fakeface.preprocess import load_image, resize_rgb
@@ -143,12 +143,10 @@ def test_command_line(tmp_path: Path) -> None:
         sys.executable, "-m", "fakeface.data.synthetic", "data.synthetic.n_train=2",
         "data.synthetic.n_valid=2", "data.synthetic.n_test=2",
     ]  # fmt: skip
-    run = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    run = run_cli(command, cwd=tmp_path, timeout=120)
     assert run.returncode == 0, run.stderr
     assert len(_files(tmp_path / "data" / "synthetic-64px")) == 6  # 64-px images by default
     assert "synthetic dataset ready in data/synthetic-64px" in run.stdout
-    bad = subprocess.run(
-        [*command, "data.synthetic.image_size=10"], capture_output=True, text=True, cwd=tmp_path
-    )
+    bad = run_cli([*command, "data.synthetic.image_size=10"], cwd=tmp_path)
     assert bad.returncode == 1
     assert bad.stderr == "fakeface: error: image_size must be an integer >= 64, got 10\n"
