@@ -17,7 +17,7 @@ from conftest import compose, make_face_folder, quiet_trainer, run_cli
 from fakeface.errors import ConfigError, DivergenceError, ModelFileError
 from fakeface.generate import generate, load_dcgan
 from fakeface.models.dcgan import DCGAN
-from fakeface.models.nets import Discriminator, Generator
+from fakeface.models.nets import DCGANDiscriminator, Discriminator, Generator
 from fakeface.precision import resolve_precision
 from fakeface.train import train
 
@@ -97,9 +97,68 @@ def test_discriminator_output_varies_across_inputs() -> None:
     assert len(set(single.tolist())) == 6
 
 
-def test_dcgan_rejects_an_image_size_the_generator_cannot_make() -> None:
-    with pytest.raises(ValueError, match="data.image_size=128"):
-        DCGAN(image_size=64)
+def test_the_128px_generator_is_the_original_layer_for_layer() -> None:
+    g = Generator()
+    assert sum(p.numel() for p in g.parameters()) == 1_520_643  # the original's layers
+    convs = [m for m in g.upsample if isinstance(m, torch.nn.ConvTranspose2d)]
+    assert [m.out_channels for m in convs] == [64, 128, 64, 64]
+    assert list(g.state_dict()) == [
+        "project.weight", "project.bias", *(f"upsample.{i}.{k}" for i in (0, 2, 4, 6, 8)
+                                            for k in ("weight", "bias")),
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize("size", [16, 32, 64, 256])
+def test_generator_builds_one_stage_per_doubling(size: int) -> None:
+    g = Generator(image_size=size)
+    stages = [m for m in g.upsample if isinstance(m, torch.nn.ConvTranspose2d)]
+    assert 2 ** (3 + len(stages)) == size
+    with torch.no_grad():
+        assert g(torch.randn(2, 128)).shape == (2, 3, size, size)
+        assert DCGANDiscriminator(image_size=size)(torch.rand(2, 3, size, size)).shape == (2,)
+
+
+@pytest.mark.parametrize("size", [0, 8, 96, 100])
+def test_dcgan_rejects_an_image_size_the_generator_cannot_make(size: int) -> None:
+    with pytest.raises(ConfigError, match=f"data.image_size={size}: .*power of two >= 16"):
+        DCGAN(image_size=size)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("discriminator", ["seed_cnn", "dcgan"])
+def test_dcgan_trains_at_64px(discriminator: str, tmp_path: Path) -> None:
+    L.seed_everything(0)
+    model = DCGAN(image_size=64, discriminator=discriminator)
+    images = torch.rand(4, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    loader = DataLoader(TensorDataset(images, torch.ones(4, dtype=torch.long)), batch_size=2)
+    before = {k: v.detach().clone() for k, v in model.named_parameters()}
+    trainer = tiny_trainer(tmp_path, "32-true", batches=2)
+    trainer.fit(model, loader)
+    assert all(not torch.equal(v, before[k]) for k, v in model.named_parameters())
+    assert torch.isfinite(trainer.callback_metrics["train/g_loss_epoch"])
+    assert model.sample().shape == (10, 3, 64, 64)
+
+
+@pytest.mark.slow
+def test_experiment_dcgan_on_data_synthetic_trains_at_64px(tmp_path: Path) -> None:
+    # data=synthetic is 64 px: the original recipe (experiment=dcgan) on it builds a 64-px GAN
+    out = tmp_path / "run"
+    cfg = dcgan_cfg(
+        tmp_path / "synthetic",
+        out,
+        "data=synthetic",
+        f"data.root={tmp_path / 'synthetic'}",
+        "data.synthetic.n_train=4",
+        "data.synthetic.n_valid=8",
+        "data.synthetic.n_test=2",
+        "trainer.precision=32-true",
+    )
+    assert cfg.data.image_size == 64 and cfg.data.train_split == "valid"
+    metrics = train(cfg)
+    assert metrics["epochs"] == 1
+    assert Image.open(out / "samples" / "epoch_000" / "00.png").size == (64, 64)
+    model = load_dcgan(out / "checkpoints" / "last.ckpt")
+    assert model.hparams.image_size == 64 and model.sample().shape[-1] == 64
 
 
 def test_fixed_noise_comes_from_sample_seed() -> None:

@@ -58,7 +58,7 @@ def generate(
     overwrite: bool = False,
     device: str = "cpu",
 ) -> list[Path]:
-    """Write `n` 128x128 PNGs (0000.png, ...) and grid.png to `out`; return the image paths.
+    """Write `n` PNGs (0000.png, ...; the model's image_size) and grid.png to `out`; return paths.
 
     Args:
         seed: seeds the noise; the same checkpoint, seed, batch_size and device give
@@ -88,7 +88,7 @@ def generate(
     paths: list[Path] = []
     kept: list[torch.Tensor] = []  # the first grid_max images, for grid.png
     for chunk in z.split(batch_size):
-        images = model.sample(chunk)  # B x 3 x 128 x 128 float32 in [0, 1] on the CPU
+        images = model.sample(chunk)  # B x 3 x S x S float32 in [0, 1] on the CPU
         for image in images:
             path = out / f"{len(paths):0{width}d}.png"
             torchvision.utils.save_image(image, path)

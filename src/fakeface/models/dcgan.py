@@ -23,7 +23,7 @@ from fakeface.models.nets import G_NORMS, DCGANDiscriminator, Discriminator, Gen
 
 log = logging.getLogger(__name__)
 
-GENERATOR_SIZE = 128  # the original generator always makes 128 x 128 images
+GENERATOR_SIZE = 128  # the original generator makes 128 x 128 images (other sides: nets.Generator)
 G_LOSSES = ("bce", "feature_matching")
 DISCRIMINATORS = ("seed_cnn", "dcgan")
 AUGMENTS = ("color", "translation", "cutout")
@@ -117,7 +117,8 @@ class DCGAN(L.LightningModule):
 
     Args:
         latent_dim: size of the noise vector z (128 in the original).
-        image_size: side of the training images; must be 128, the generator's output size.
+        image_size: side of the training images and of the generated ones: 128 is the original
+            generator, any other power of two >= 16 gets one x2 stage per doubling from 8 x 8.
         lr: Adam learning rate of both networks.
         betas: Adam betas; Keras' defaults (0.9, 0.999) as the original, (0.5, 0.999) in the paper.
         label_noise: the discriminator's targets move by label_noise * U(0, 1) towards 0.5.
@@ -176,18 +177,13 @@ class DCGAN(L.LightningModule):
                 raise ConfigError(f"model.{key}={value}: must be > 0")
         if sample_every < 1:
             raise ConfigError(f"model.sample_every={sample_every}: must be >= 1 (epochs)")
-        if image_size != GENERATOR_SIZE:
-            raise ValueError(
-                f"DCGAN image_size={image_size}: the original generator makes "
-                f"{GENERATOR_SIZE}x{GENERATOR_SIZE} images; set data.image_size={GENERATOR_SIZE}"
-            )
         if n_samples < 1:
             raise ValueError(f"DCGAN n_samples={n_samples}: need at least one sample image")
         # Plain floats: a Hydra ListConfig in the hyperparameters would not load with weights_only.
         betas = (float(betas[0]), float(betas[1]))
         self.save_hyperparameters()
         self.automatic_optimization = False  # two optimizers, stepped by hand in training_step
-        self.generator = Generator(latent_dim, norm=g_norm)
+        self.generator = Generator(latent_dim, norm=g_norm, image_size=image_size)
         if discriminator == "dcgan":
             self.discriminator = DCGANDiscriminator(image_size=image_size)
         else:
@@ -203,7 +199,7 @@ class DCGAN(L.LightningModule):
         self.register_buffer("sample_z", torch.randn(n_samples, latent_dim, generator=fixed))
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        # z: N x latent_dim -> N x 3 x 128 x 128 images in [0, 1]
+        # z: N x latent_dim -> N x 3 x S x S images in [0, 1] (S = image_size)
         return self.generator(z)
 
     def train(self, mode: bool = True) -> DCGAN:
@@ -222,7 +218,7 @@ class DCGAN(L.LightningModule):
         return diffaugment(images, self.augments) if self.augments else images
 
     def _judge(self, images: torch.Tensor) -> torch.Tensor:
-        """Discriminator logits (N, float32) for N x 3 x 128 x 128 images (augmented if on)."""
+        """Discriminator logits (N, float32) for N x 3 x S x S images (augmented if on)."""
         return self.discriminator(self._layout(self._augment(images))).float()
 
     def _features(self, images: torch.Tensor) -> torch.Tensor:
@@ -264,7 +260,7 @@ class DCGAN(L.LightningModule):
         raise DivergenceError(message)
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        real = batch[0]  # N x 3 x 128 x 128 in [0, 1]; the class labels are all one class: unused
+        real = batch[0]  # N x 3 x S x S in [0, 1]; the class labels are all one class: unused
         n = len(real)
         opt_d, opt_g = self.optimizers()
         ones = torch.ones(n, device=self.device)
@@ -320,7 +316,7 @@ class DCGAN(L.LightningModule):
 
     @torch.no_grad()
     def sample(self, z: torch.Tensor | None = None, ema: bool = True) -> torch.Tensor:
-        """Images (float32 on the CPU, N x 3 x 128 x 128 in [0, 1]) for `z`, or the fixed noise.
+        """Images (float32 on the CPU, N x 3 x S x S in [0, 1]) for `z`, or the fixed noise.
 
         Drawn by the averaged generator when model.g_ema is on (and `ema`), else by G, in eval
         mode (BatchNorm with its running statistics; the same image for a z in any batch).

@@ -66,26 +66,51 @@ class SeedCNN(nn.Module):
         return self.head(self.features(x))
 
 
+# The original generator's transposed-conv widths: 8 -> 16 -> 32 -> 64 -> 128 pixels.
+ORIGINAL_WIDTHS = (64, 128, 64, 64)
+
+
+def generator_widths(image_size: int) -> tuple[int, ...]:
+    """Output channels of the x2 stages from 8 x 8 to `image_size` (a power of two >= 16).
+
+    128 px is the original's four stages; a smaller side keeps the original's last stages (the
+    ones next to the pixels), a larger one adds 128-wide stages in front.
+    """
+    if image_size < 16 or image_size & (image_size - 1):
+        raise ConfigError(
+            f"data.image_size={image_size}: the DCGAN generator doubles an 8 x 8 map, so the "
+            "side must be a power of two >= 16 (e.g. 64, 128, 256)"
+        )
+    stages = image_size.bit_length() - 4  # log2(image_size / 8)
+    extra = max(0, stages - len(ORIGINAL_WIDTHS))
+    return (128,) * extra + ORIGINAL_WIDTHS[len(ORIGINAL_WIDTHS) - stages + extra :]
+
+
 class Generator(nn.Module):
-    """The original DCGAN generator: latent -> 8x8x128 -> four x2 transposed convs -> 128x128 RGB.
+    """The original DCGAN generator: latent -> 8x8x128 -> x2 transposed convs -> RGB image.
+
+    At 128 px these are the original's four stages, layer for layer; other power-of-two sides
+    get one stage per doubling (`generator_widths`).
 
     Args:
         latent_dim: size of the noise vector (128 in the original).
         norm: `none` (the original) or `batch`: BatchNorm after the projection and after each
             transposed convolution, before its LeakyReLU (the DCGAN paper's generator).
+        image_size: side of the images it makes (128 in the original).
     """
 
-    def __init__(self, latent_dim: int = 128, norm: str = "none") -> None:
+    def __init__(self, latent_dim: int = 128, norm: str = "none", image_size: int = 128) -> None:
         super().__init__()
         if norm not in G_NORMS:
             raise ConfigError(f"model.g_norm={norm!r}: use one of {', '.join(G_NORMS)}")
-        self.latent_dim = latent_dim
+        widths = generator_widths(image_size)
+        self.latent_dim, self.image_size = latent_dim, image_size
         self.project = nn.Linear(latent_dim, 8 * 8 * 128)  # no activation here, as the original
         # norm=none keeps the original's layers (and its state-dict keys) exactly.
         self.project_norm = nn.BatchNorm2d(128) if norm == "batch" else nn.Identity()
         layers: list[nn.Module] = []
         channels = 128
-        for out in (64, 128, 64, 64):  # 8 -> 16 -> 32 -> 64 -> 128 pixels
+        for out in widths:  # each stage doubles the side
             layers.append(nn.ConvTranspose2d(channels, out, 4, stride=2, padding=1))
             if norm == "batch":  # the DCGAN paper's order: convolution, BatchNorm, activation
                 layers.append(nn.BatchNorm2d(out))
@@ -126,7 +151,7 @@ class Generator(nn.Module):
             module.bias.zero_()
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        # z: N x latent_dim -> N x 3 x 128 x 128 in [0, 1], like the training images
+        # z: N x latent_dim -> N x 3 x S x S in [0, 1] (S = image_size), like the training images
         return self.upsample(self.project_norm(self.project(z).view(-1, 128, 8, 8)))
 
 
@@ -145,20 +170,25 @@ class Discriminator(SeedCNN):
 
 
 class DCGANDiscriminator(nn.Module):
-    """The DCGAN paper's discriminator (Radford et al. 2016) for 128 x 128 images, one logit.
+    """The DCGAN paper's discriminator (Radford et al. 2016), one logit per image.
 
-    Strided 4x4 convolutions halve the side four times (128 -> 8) while the width doubles
-    (64 -> 512); BatchNorm on every block but the first, LeakyReLU(0.2), no pooling, no dropout,
-    no dense layer; an 8x8 convolution turns the 8 x 8 map into one logit (2.8 M parameters).
+    Strided 4x4 convolutions halve the side four times (128 -> 8, 64 -> 4) while the width
+    doubles (64 -> 512); BatchNorm on every block but the first, LeakyReLU(0.2), no pooling, no
+    dropout, no dense layer; a convolution as large as the last map turns it into one logit
+    (2.8 M parameters at 128 px; the paper's 4 x 4 head at 64 px).
 
     Args:
         width: channels of the first block (64 in the paper).
+        image_size: input side in pixels, a multiple of 16.
     """
 
     def __init__(self, width: int = 64, image_size: int = 128) -> None:
         super().__init__()
-        if image_size != 128:
-            raise ConfigError(f"image_size={image_size}: the DCGAN discriminator takes 128 x 128")
+        if image_size < 16 or image_size % 16:
+            raise ConfigError(
+                f"data.image_size={image_size}: the DCGAN discriminator halves the side four "
+                "times, so it needs a multiple of 16 (e.g. 64, 128)"
+            )
         layers: list[nn.Module] = []
         channels = 3
         for i, out in enumerate((width, 2 * width, 4 * width, 8 * width)):
@@ -167,8 +197,8 @@ class DCGANDiscriminator(nn.Module):
                 layers.append(nn.BatchNorm2d(out))
             layers.append(nn.LeakyReLU(0.2, inplace=True))
             channels = out
-        self.features = nn.Sequential(*layers)  # N x 3 x 128 x 128 -> N x 8w x 8 x 8
-        self.head = nn.Conv2d(channels, 1, 8)  # 8 x 8 -> 1 x 1
+        self.features = nn.Sequential(*layers)  # N x 3 x S x S -> N x 8w x S/16 x S/16
+        self.head = nn.Conv2d(channels, 1, image_size // 16)  # S/16 x S/16 -> 1 x 1
         for module in self.modules():
             if isinstance(module, nn.Conv2d):  # the paper's N(0, 0.02)
                 nn.init.normal_(module.weight, 0.0, 0.02)
@@ -176,9 +206,9 @@ class DCGANDiscriminator(nn.Module):
                     nn.init.zeros_(module.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # x: N x 3 x 128 x 128 in [0, 1] -> N logits
+        # x: N x 3 x S x S in [0, 1] -> N logits
         return self.head(self.features(x)).flatten()
 
     def conv_features(self, x: torch.Tensor) -> torch.Tensor:
-        """The last conv block's output (N x 8w x 8 x 8)."""
+        """The last conv block's output (N x 8w x S/16 x S/16; 8 x 8 at 128 px)."""
         return self.features(x)
