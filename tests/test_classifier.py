@@ -69,7 +69,7 @@ def test_recalibration_zero_batches_leaves_statistics_alone() -> None:
     assert torch.all(bn.running_mean == 7.0)
 
 
-@pytest.mark.parametrize("arch", ["seed_cnn", "resnet18", "efficientnet_b0"])
+@pytest.mark.parametrize("arch", ["seed_cnn", "resnet18", "efficientnet_b0", "npr"])
 @pytest.mark.parametrize("size", [128, 256])
 def test_each_architecture_builds_and_runs_at_128_and_256(arch: str, size: int) -> None:
     model = CNNClassifier(arch=arch, image_size=size).eval()

@@ -27,6 +27,7 @@ from fakeface.data.index import folder_list, sources
 from fakeface.deploy.inference import CLEAN, score_files
 from fakeface.deploy.modelfile import load_classifier, precision_dtype
 from fakeface.errors import ConfigError
+from fakeface.evaluation.groups import index_groups, per_group
 from fakeface.evaluation.metrics import (
     HEADLINE,
     POSITIVE,
@@ -34,7 +35,7 @@ from fakeface.evaluation.metrics import (
     binary_metrics,
     uncalibrated,
 )
-from fakeface.evaluation.perturb import Perturbation, perturbation
+from fakeface.evaluation.perturb import Perturbation, history_variants, perturbation
 from fakeface.evaluation.plots import (
     confusion_figure,
     plot_reliability,
@@ -64,7 +65,7 @@ def check_config(cfg: DictConfig) -> float | str:
         value = OmegaConf.select(cfg, key)
         if isinstance(value, bool) or not isinstance(value, int) or value < smallest:
             raise ConfigError(f"{key}={value!r}: must be a whole number >= {smallest}")
-    if cfg.robustness:
+    if "sweep" in robustness_modes(cfg.robustness):
         for name in cfg.perturbations:
             try:
                 perturbation(str(name))
@@ -110,127 +111,234 @@ def _split_sources(split_file: Path) -> list[str]:
     return list(dict.fromkeys(sources(pd.read_csv(split_file))))
 
 
-def evaluate(cfg: DictConfig) -> dict[str, Any]:
-    """Score `cfg.split`, choose the threshold, compute the metrics, write the report files."""
-    from hydra.utils import instantiate
+ROBUSTNESS = {False: (), True: ("sweep",), "sweep": ("sweep",), "history": ("history",),
+              "all": ("sweep", "history")}  # fmt: skip
 
-    threshold = check_config(cfg)
-    out_dir = Path(cfg.paths.output_dir)
+
+def robustness_modes(value: Any) -> tuple[str, ...]:
+    """`robustness` -> the sweeps it asks for: () | ("sweep",) | ("history",) | both."""
+    key = value if isinstance(value, bool) else str(value)
+    if key not in ROBUSTNESS:
+        raise ConfigError(f"robustness={value!r}: use false, true (= sweep), sweep, history or all")
+    return ROBUSTNESS[key]
+
+
+def load_model(cfg: DictConfig) -> tuple[Any, Any, tuple[str, str], int]:
+    """The classifier, its metadata, its (fake, other) class names and the fake column."""
     model, info = load_classifier(cfg.classifier, cfg.device)
     if POSITIVE not in info.class_names or len(info.class_names) != 2:
         raise ConfigError(
             f"{cfg.classifier} predicts {list(info.class_names)}; evaluate needs ['fake', <other>]"
         )
     names = (POSITIVE, next(c for c in info.class_names if c != POSITIVE))
-    column = info.class_names.index(POSITIVE)
+    return model, info, names, info.class_names.index(POSITIVE)
+
+
+def evaluation_frame(cfg: DictConfig, datamodule: Any, names: tuple[str, str]) -> pd.DataFrame:
+    """The images to score (image_path, class_name, group): `split` of data, then `groups`.
+
+    data's images are grouped by their source folder's name, a `groups` entry by its key; a
+    group's reals are one real source, its fakes one generator (fakeface.evaluation.groups).
+    """
+    frames = []
+    if datamodule is not None:
+        frame = datamodule.index(cfg.split)
+        unknown = sorted(set(frame["class_name"]) - set(names))
+        if unknown:
+            raise ConfigError(
+                f"split {cfg.split!r} has class folders {unknown} the model does not know "
+                f"({list(names)})"
+            )
+        group = sources(frame).map(lambda s: Path(s).name)
+        frames.append(frame[["image_path", "class_name"]].assign(group=group))
+    extra = index_groups(cfg.groups)
+    frames.append(extra.assign(class_name=extra["class_name"].replace("real", names[1])))
+    frame = pd.concat(frames, ignore_index=True)
+    if frame.empty:
+        raise ConfigError("nothing to evaluate: give data.root (and split) or groups")
+    return frame
+
+
+def choose_threshold(
+    cfg: DictConfig, threshold: float | str, datamodule: Any, scorer: Any
+) -> tuple[float, dict[str, Any]]:
+    """The threshold and how it was chosen (threshold=auto: best balanced accuracy on val)."""
+    if threshold != "auto":
+        return float(threshold), {"mode": "fixed", "value": threshold}
+    val_split = datamodule.hparams.val_split
+    if val_split == cfg.split:
+        log.warning("threshold=auto tuned on split %r, the split being evaluated", val_split)
+    val = datamodule.index(val_split)
+    p_fake, ok = scorer(val["image_path"], f"{val_split} (threshold)")
+    value, balanced = auto_threshold(p_fake[ok], (val["class_name"] == POSITIVE).to_numpy()[ok])
+    return value, {
+        "mode": "auto", "value": value, "val_split": val_split,
+        "val_images": int(ok.sum()), "val_balanced_accuracy": balanced,
+    }  # fmt: skip
+
+
+def class_variants(cfg: DictConfig) -> dict[str, dict[str, Perturbation | None]]:
+    """Variant name -> {"real": perturbation, "fake": perturbation} (None: as stored)."""
+    modes = robustness_modes(cfg.robustness)
+    variants: dict[str, dict[str, Perturbation | None]] = {CLEAN: {"real": None, "fake": None}}
+    if "sweep" in modes:
+        for name in cfg.perturbations:
+            f = perturbation(str(name))
+            variants[str(name)] = {"real": f, "fake": f}
+    if "history" in modes:
+        variants |= history_variants()
+    return variants
+
+
+def score_by_class(
+    model: Any, info: Any, frame: pd.DataFrame, variants: dict[str, dict[str, Any]],
+    column: int, scoring: dict[str, Any], label: str,
+) -> tuple[dict[str, np.ndarray], dict[int, str]]:  # fmt: skip
+    """p_fake of every row under every variant, each class through its own perturbation."""
+    is_fake = (frame["class_name"] == POSITIVE).to_numpy()
+    scores = {name: np.full(len(frame), np.nan, np.float32) for name in variants}
+    errors: dict[int, str] = {}
+    for fake in (True, False):
+        rows = np.flatnonzero(is_fake == fake)
+        if not len(rows):
+            continue
+        side = "fake" if fake else "real"
+        mine = {name: v[side] for name, v in variants.items()}
+        scored = score_files(
+            model, info, frame["image_path"].iloc[rows], variants=mine,
+            progress=f"{label} ({side})", **scoring,
+        )  # fmt: skip
+        for name, probs in scored.probs.items():
+            scores[name][rows] = probs[:, column]
+        errors |= {int(rows[i]): e for i, e in scored.errors.items()}
+    return scores, errors
+
+
+def evaluate(cfg: DictConfig) -> dict[str, Any]:
+    """Score `cfg.split` (and `groups`), choose the threshold, compute the metrics, write files."""
+    threshold = check_config(cfg)
+    model, info, names, column = load_model(cfg)
     dtype = precision_dtype(cfg.precision, cfg.device)
-    data = data_config(cfg)
-    datamodule = instantiate(data, _convert_="all")
-    datamodule.prepare_data()  # data=synthetic: generate on first use
-    frame = datamodule.index(cfg.split)
-    unknown = sorted(set(frame["class_name"]) - set(names))
-    if unknown:
-        raise ConfigError(
-            f"split {cfg.split!r} has class folders {unknown} the model does not know ({list(names)})"
-        )
+    data = data_config(cfg) if cfg.split != "none" or threshold == "auto" else None
+    datamodule = _datamodule(data)
+    frame = evaluation_frame(cfg, datamodule if cfg.split != "none" else None, names)
     scoring = {
         "batch_size": cfg.batch_size, "tta": cfg.tta, "dtype": dtype,
         "num_workers": cfg.data.num_workers,
     }  # fmt: skip
 
-    threshold_info: dict[str, Any] = {"mode": "fixed", "value": threshold}
-    if threshold == "auto":
-        val_split = datamodule.hparams.val_split
-        if val_split == cfg.split:
-            log.warning("threshold=auto tuned on split %r, the split being evaluated", val_split)
-        val = datamodule.index(val_split)
-        val_scores = score_files(
-            model, info, val["image_path"], progress=f"{val_split} (threshold)", **scoring
-        )
-        ok = val_scores.readable()
-        threshold, val_balanced = auto_threshold(
-            val_scores.probs[CLEAN][ok, column], (val["class_name"] == POSITIVE).to_numpy()[ok]
-        )
-        threshold_info = {
-            "mode": "auto", "value": threshold, "val_split": val_split,
-            "val_images": int(ok.sum()), "val_balanced_accuracy": val_balanced,
-        }  # fmt: skip
+    def scorer(paths: Any, label: str) -> tuple[np.ndarray, np.ndarray]:
+        probs = score_files(model, info, paths, progress=label, **scoring).probs[CLEAN]
+        return probs[:, column], ~np.isnan(probs[:, 0])
 
-    variants: dict[str, Perturbation | None] = {CLEAN: None}
-    if cfg.robustness:
-        variants |= {str(name): perturbation(str(name)) for name in cfg.perturbations}
+    threshold, threshold_info = choose_threshold(cfg, threshold, datamodule, scorer)
+    variants = class_variants(cfg)
     start = time.perf_counter()
-    scored = score_files(
-        model, info, frame["image_path"], variants=variants, progress=cfg.split, **scoring
-    )
-    scores = {name: probs[:, column] for name, probs in scored.probs.items()}
-    errors = scored.errors
+    scores, errors = score_by_class(model, info, frame, variants, column, scoring, cfg.split)
     seconds = time.perf_counter() - start
-    is_fake = (frame["class_name"] == POSITIVE).to_numpy()
-    ok = ~np.isnan(scores[CLEAN])
-    if not ok.any():
-        raise ConfigError(f"none of the {len(frame)} images of split {cfg.split!r} is readable")
-    results = {
-        name: binary_metrics(p[ok], is_fake[ok], threshold, n_bins=cfg.ece_bins, names=names)
-        for name, p in scores.items()
-    }
-    metrics = results[CLEAN]
-    # The file's own probabilities are calibrated (divided by its temperature); say what the
-    # network's raw ones would have scored, so the report shows ECE before and after.
-    raw = uncalibrated(scores[CLEAN][ok], info.temperature)
-    calibration = {
-        "temperature": info.temperature,
-        "fitted_on": info.calibration,
-        "ece_uncalibrated": binary_metrics(raw, is_fake[ok], threshold, n_bins=cfg.ece_bins)["ece"],
-    }
-
+    results = score_results(cfg, scores, frame, threshold, names, info)
+    out_dir = Path(cfg.paths.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    predictions = frame[["image_path", "class_name"]].copy()
-    predictions["p_fake"] = scores[CLEAN]
-    called_fake = scores[CLEAN].astype(np.float64) >= threshold  # as binary_metrics compares
-    predictions["predicted"] = np.where(called_fake, names[0], names[1])
-    predictions.loc[~ok, "predicted"] = ""
-    for name in variants:
-        if name != CLEAN:
-            predictions[f"p_fake_{name}"] = scores[name]
-    predictions["error"] = [errors.get(i, "") for i in range(len(frame))]
-    predictions.to_csv(out_dir / "predictions.csv", index=False)
-
-    p_ok, fake_ok = scores[CLEAN][ok], is_fake[ok]
-    plot_roc(p_ok, fake_ok, metrics, out_dir / "roc.png")
-    plot_reliability(p_ok, fake_ok, metrics, cfg.ece_bins, out_dir / "reliability.png")
-    title = f"{cfg.split}: threshold {metrics['threshold']:.3g}"
-    save(confusion_figure(metrics["confusion_matrix"], names, title), out_dir / "confusion.png")
-    robustness = [
-        {"perturbation": name, **{k: r[k] for k in HEADLINE}} for name, r in results.items()
-    ]
-    if cfg.robustness:
-        plot_robustness(robustness, out_dir / "robustness.png")
-
+    write_predictions(frame, scores, errors, threshold, names, out_dir)
+    write_plots(cfg, scores[CLEAN], frame, results, names, out_dir)
     report = {
         "model": {
             "path": str(cfg.classifier), "arch": info.arch, "image_size": info.image_size,
             "class_names": list(info.class_names), "source": info.source,
         },
         "data": {
-            "root": data["root"], "layout": data.get("layout", "splits"), "split": cfg.split,
-            "split_file": data.get("split_file"), "images": len(frame),
+            "root": data["root"] if data and cfg.split != "none" else None,
+            "layout": data.get("layout", "splits") if data else None, "split": cfg.split,
+            "split_file": data.get("split_file") if data else None, "images": len(frame),
+            "groups": {str(k): str(v) for k, v in (cfg.groups or {}).items()},
         },
-        "threshold": threshold_info,
-        "tta": bool(cfg.tta),
+        "threshold": threshold_info, "tta": bool(cfg.tta),
         "precision": str(dtype).removeprefix("torch.") if dtype is not None else "fp32",
         "ece_bins": cfg.ece_bins,
         "images_per_s": len(frame) / seconds if seconds else math.nan,
-        "metrics": metrics,
-        "calibration": calibration,
-        "robustness": robustness if cfg.robustness else [],
-        "robustness_metrics": {k: v for k, v in results.items() if k != CLEAN},
+        **results,
         "unreadable": [{"path": frame["image_path"][i], "reason": e} for i, e in sorted(errors.items())],
     }  # fmt: skip
     (out_dir / "report.json").write_text(json.dumps(report, indent=2))
     (out_dir / "report.md").write_text(render_markdown(report))
     print_summary(report, out_dir)
     return report
+
+
+def _datamodule(data: dict[str, Any] | None) -> Any:
+    if data is None:
+        return None
+    from hydra.utils import instantiate
+
+    datamodule = instantiate(data, _convert_="all")
+    datamodule.prepare_data()  # data=synthetic: generate on first use
+    return datamodule
+
+
+def score_results(
+    cfg: DictConfig, scores: dict[str, np.ndarray], frame: pd.DataFrame, threshold: float,
+    names: tuple[str, str], info: Any,
+) -> dict[str, Any]:  # fmt: skip
+    """report.json's metrics: overall per variant, calibration, per group and per pair."""
+    is_fake = (frame["class_name"] == POSITIVE).to_numpy()
+    ok = ~np.isnan(scores[CLEAN])
+    if not ok.any():
+        raise ConfigError(f"none of the {len(frame)} images of split {cfg.split!r} is readable")
+    bins = cfg.ece_bins
+    results = {
+        name: binary_metrics(p[ok], is_fake[ok], threshold, n_bins=bins, names=names)
+        for name, p in scores.items()
+    }
+    # The file's own probabilities are calibrated (divided by its temperature); say what the
+    # network's raw ones would have scored, so the report shows ECE before and after.
+    raw = uncalibrated(scores[CLEAN][ok], info.temperature)
+    robustness = [
+        {"perturbation": name, **{k: r[k] for k in HEADLINE}} for name, r in results.items()
+    ]
+    groups = frame["group"].to_numpy()[ok]
+    return {
+        "metrics": results[CLEAN],
+        "calibration": {
+            "temperature": info.temperature, "fitted_on": info.calibration,
+            "ece_uncalibrated": binary_metrics(raw, is_fake[ok], threshold, n_bins=bins)["ece"],
+        },
+        "robustness": robustness if len(results) > 1 else [],
+        "robustness_metrics": {k: v for k, v in results.items() if k != CLEAN},
+        **per_group({k: v[ok] for k, v in scores.items()}, is_fake[ok], groups, threshold, bins),
+    }  # fmt: skip
+
+
+def write_predictions(
+    frame: pd.DataFrame, scores: dict[str, np.ndarray], errors: dict[int, str],
+    threshold: float, names: tuple[str, str], out_dir: Path,
+) -> None:  # fmt: skip
+    """predictions.csv: path, class, group, p_fake, the call, p_fake per variant, error."""
+    predictions = frame[["image_path", "class_name", "group"]].copy()
+    predictions["p_fake"] = scores[CLEAN]
+    called_fake = scores[CLEAN].astype(np.float64) >= threshold  # as binary_metrics compares
+    predictions["predicted"] = np.where(called_fake, names[0], names[1])
+    predictions.loc[np.isnan(scores[CLEAN]), "predicted"] = ""
+    for name, p in scores.items():
+        if name != CLEAN:
+            predictions[f"p_fake_{name}"] = p
+    predictions["error"] = [errors.get(i, "") for i in range(len(frame))]
+    predictions.to_csv(out_dir / "predictions.csv", index=False)
+
+
+def write_plots(
+    cfg: DictConfig, p_fake: np.ndarray, frame: pd.DataFrame, results: dict[str, Any],
+    names: tuple[str, str], out_dir: Path,
+) -> None:  # fmt: skip
+    """roc.png, reliability.png, confusion.png (and robustness.png) of the readable images."""
+    ok = ~np.isnan(p_fake)
+    p_ok, fake_ok = p_fake[ok], (frame["class_name"] == POSITIVE).to_numpy()[ok]
+    metrics = results["metrics"]
+    plot_roc(p_ok, fake_ok, metrics, out_dir / "roc.png")
+    plot_reliability(p_ok, fake_ok, metrics, cfg.ece_bins, out_dir / "reliability.png")
+    title = f"{cfg.split}: threshold {metrics['threshold']:.3g}"
+    save(confusion_figure(metrics["confusion_matrix"], names, title), out_dir / "confusion.png")
+    if results["robustness"]:
+        plot_robustness(results["robustness"], out_dir / "robustness.png")
 
 
 @hydra_main("evaluate")

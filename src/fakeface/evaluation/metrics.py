@@ -34,16 +34,10 @@ def binary_metrics(
 ) -> dict[str, Any]:
     """Accuracy, per-class precision/recall/F1, ROC-AUC, AP, ECE and the confusion matrix.
 
-    Hard predictions are `p_fake >= threshold` (fake). ECE is the top-label calibration error
-    (Guo et al. 2017): confidence max(p_fake, 1 - p_fake), equal-width bins over [0, 1].
-    ROC-AUC and AP are None when only one class is present.
-
-    Args:
-        p_fake: N probabilities of the fake class, in [0, 1].
-        is_fake: N truths (1/True = fake).
-        threshold: decision threshold on p_fake.
-        n_bins: calibration bins.
-        names: (positive, negative) class names for `per_class` and the confusion matrix.
+    p_fake: N probabilities of the fake class; is_fake: N truths. Hard predictions are
+    `p_fake >= threshold` (fake). ECE is the top-label calibration error (Guo et al. 2017):
+    confidence max(p_fake, 1 - p_fake), `n_bins` equal-width bins over [0, 1]. ROC-AUC and AP
+    are None when only one class is present. `names`: (positive, negative) class names.
     """
     p = torch.from_numpy(np.array(p_fake, dtype=np.float64))  # a copy: inputs may be read-only
     fake = torch.from_numpy(np.array(is_fake, dtype=bool))
@@ -56,10 +50,7 @@ def binary_metrics(
     # Class indices in `names` order: 0 = fake (positive), 1 = the other class.
     target = (~fake).long()
     predicted = (p < threshold).long()  # p >= threshold -> 0 (fake)
-    two = {"num_classes": 2, "average": None}
-    precision = multiclass_precision(predicted, target, **two)
-    recall = multiclass_recall(predicted, target, **two)
-    f1 = multiclass_f1_score(predicted, target, **two)
+    per_class, recall = _per_class(predicted, target, names)
     # Top-label ECE: torchmetrics' binary version bins p_fake against the fake rate instead.
     probs = torch.stack([p, 1 - p], dim=1)
     ece = multiclass_calibration_error(probs, target, num_classes=2, n_bins=n_bins, norm="l1")
@@ -68,15 +59,6 @@ def binary_metrics(
         balanced = float(recall.mean())
         auc = float(binary_auroc(p, fake.long()))
         ap = float(binary_average_precision(p, fake.long()))
-    per_class = {
-        name: {
-            "precision": float(precision[k]),
-            "recall": float(recall[k]),
-            "f1": float(f1[k]),
-            "support": int((target == k).sum()),
-        }
-        for k, name in enumerate(names)
-    }
     return {
         "n": len(p),
         "threshold": float(threshold),
@@ -90,6 +72,26 @@ def binary_metrics(
         "confusion_matrix": multiclass_confusion_matrix(predicted, target, 2).tolist(),
         "classes": list(names),
     }
+
+
+def _per_class(
+    predicted: torch.Tensor, target: torch.Tensor, names: tuple[str, str]
+) -> tuple[dict[str, dict[str, Any]], torch.Tensor]:
+    """{class: precision, recall, F1, support} in `names` order, and the recall vector."""
+    two = {"num_classes": 2, "average": None}
+    precision = multiclass_precision(predicted, target, **two)
+    recall = multiclass_recall(predicted, target, **two)
+    f1 = multiclass_f1_score(predicted, target, **two)
+    per_class = {
+        name: {
+            "precision": float(precision[k]),
+            "recall": float(recall[k]),
+            "f1": float(f1[k]),
+            "support": int((target == k).sum()),
+        }
+        for k, name in enumerate(names)
+    }
+    return per_class, recall
 
 
 def auto_threshold(p_fake: ArrayLike, is_fake: ArrayLike) -> tuple[float, float]:

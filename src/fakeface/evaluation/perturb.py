@@ -144,3 +144,48 @@ def random_steps(
     if "jpeg" in steps and rng.random() < 0.5:
         image = jpeg(image, 30 + min(int(71 * rng.random()), 70))  # 71 equally likely qualities
     return image
+
+
+# ---------------------------------------------------------------------------------------------
+# The storage-history stress test (evaluate's robustness=history): each class re-stored the
+# other way round. faces-dev-like sets store their reals as JPEG at about q75 at 1024 px and
+# their fakes near-losslessly before a common resize; a model that learned that history, not
+# the generator, moves when the histories are swapped.
+
+HISTORY_SIDE = 1024  # the high resolution of the re-storing, in pixels (the longer side)
+HISTORY_QUALITY = 75
+
+
+def restore(
+    image: Image.Image, quality: int | None = None, side: int = HISTORY_SIDE
+) -> Image.Image:
+    """Upsample (Lanczos) so the longer side is `side`, then JPEG at `quality` (None: lossless).
+
+    Deterministic: the same image always comes back the same. The model's own resize then
+    brings the image back to its input size, as a photo stored large and shown small would be.
+    """
+    image = to_rgb(image)
+    width, height = image.size
+    scale = side / max(width, height)
+    image = image.resize(
+        (max(1, round(width * scale)), max(1, round(height * scale))), Image.Resampling.LANCZOS
+    )
+    return image if quality is None else jpeg(image, quality)
+
+
+# Variant name -> (what the reals go through, what the fakes go through): `lossless` is the
+# control (both upsampled, nothing compressed), `real-jpeg` stores the reals as faces-dev's were
+# (JPEG) and the fakes losslessly, `fake-jpeg` is the swap.
+HISTORY_PATHS = {"lossless": (None, None), "real-jpeg": (HISTORY_QUALITY, None),
+                 "fake-jpeg": (None, HISTORY_QUALITY)}  # fmt: skip
+
+
+def history_variants() -> dict[str, dict[str, Perturbation]]:
+    """`history:<name>` -> {"real": perturbation, "fake": perturbation} for each HISTORY_PATHS."""
+    return {
+        f"history:{name}": {
+            "real": partial(restore, quality=real),
+            "fake": partial(restore, quality=fake),
+        }
+        for name, (real, fake) in HISTORY_PATHS.items()
+    }

@@ -19,12 +19,19 @@ def _number(value: float | None, digits: int = 4) -> str:
 
 def render_markdown(report: dict[str, Any]) -> str:
     """report.json's content as a human-readable markdown page (images linked relatively)."""
-    m, data, thr, cal = (
-        report["metrics"],
-        report["data"],
-        report["threshold"],
-        report["calibration"],
-    )
+    lines = _header(report) + _metric_tables(report) + _group_tables(report)
+    if report["robustness"]:
+        lines += _robustness(report)
+    if report["unreadable"]:
+        lines += ["", "## Unreadable images (skipped)", ""]
+        lines += [f"- `{u['path']}`: {u['reason']}" for u in report["unreadable"][:MAX_LISTED]]
+        if len(report["unreadable"]) > MAX_LISTED:
+            lines.append(f"- ... {len(report['unreadable']) - MAX_LISTED} more in report.json")
+    return "\n".join(lines) + "\n"
+
+
+def _header(report: dict[str, Any]) -> list[str]:
+    m, data, thr = report["metrics"], report["data"], report["threshold"]
     positive, negative = m["classes"]
     how = (
         f"auto: best balanced accuracy {thr['val_balanced_accuracy']:.4f} on split "
@@ -32,19 +39,28 @@ def render_markdown(report: dict[str, Any]) -> str:
         if thr["mode"] == "auto"
         else "fixed"
     )
-    lines = [
+    groups = data.get("groups") or {}
+    return [
         f"# fakeface evaluation: `{Path(report['model']['path']).name}` on `{data['split']}`",
         "",
         f"- model: `{report['model']['path']}` ({report['model']['arch']}, "
         f"{report['model']['image_size']}x{report['model']['image_size']})",
         f"- data: `{data['root']}`, split `{data['split']}`"
         + (f" from `{data['split_file']}`" if data["split_file"] else "")
+        + "".join(f"; group `{k}`: `{v}`" for k, v in groups.items())
         + f": {m['n']} images scored ({m['per_class'][positive]['support']} {positive}, "
         f"{m['per_class'][negative]['support']} {negative}), {len(report['unreadable'])} unreadable",
         f"- threshold: {thr['value']:.4g} ({how}); an image is called {positive} when "
         f"p_{positive} >= threshold",
         f"- precision {report['precision']}, TTA {'on (image + mirror)' if report['tta'] else 'off'}, "
         f"{report['images_per_s']:.0f} images/s (decoding, perturbations and model)",
+    ]
+
+
+def _metric_tables(report: dict[str, Any]) -> list[str]:
+    m, cal = report["metrics"], report["calibration"]
+    positive, negative = m["classes"]
+    return [
         "",
         "| metric | value |",
         "|---|---|",
@@ -75,30 +91,72 @@ def render_markdown(report: dict[str, Any]) -> str:
         "",
         "![ROC](roc.png) ![reliability](reliability.png) ![confusion matrix](confusion.png)",
     ]
-    if report["robustness"]:
+
+
+def _group_tables(report: dict[str, Any]) -> list[str]:
+    """Per generator / real source, then per (generator, real source) pair."""
+    groups, pairs = report.get("groups") or [], (report.get("pairs") or {}).get("clean") or []
+    if not groups:
+        return []
+    lines = [
+        "",
+        "## Per generator and per real source",
+        "",
+        "A group's fakes are one generator, its reals one source. ROC-AUC ranks the group against "
+        "every image of the other class; accuracy is the group's own (its class's recall); "
+        "confidently wrong: a fake with p_fake < 0.2, a real with p_fake > 0.8.",
+        "",
+        "| group | class | images | ROC-AUC vs the other class | accuracy | ECE | mean p_fake "
+        "| confidently wrong |",
+        "|---|---|---|---|---|---|---|---|",
+        *(
+            f"| {g['group']} | {g['class']} | {g['n']} | {_number(g['roc_auc'])} "
+            f"| {_number(g['accuracy'])} | {_number(g['ece'])} | {_number(g['mean_p_fake'])} "
+            f"| {_number(g['confident_wrong'])} |"
+            for g in groups
+        ),
+    ]
+    if pairs:
+        lines += ["", "| fakes (generator) | reals (source) | images | ROC-AUC | accuracy "
+                  "| balanced acc. | ECE |", "|---|---|---|---|---|---|---|"]  # fmt: skip
         lines += [
-            "",
-            "## Robustness",
-            "",
-            "Each perturbation is applied to the decoded full-resolution image before the standard "
-            f"resize to {report['model']['image_size']}; same threshold.",
-            "",
-            "| perturbation | accuracy | balanced acc. | ROC-AUC | AP | ECE |",
-            "|---|---|---|---|---|---|",
-            *(
-                f"| {r['perturbation']} | {_number(r['accuracy'])} | {_number(r['balanced_accuracy'])} "
-                f"| {_number(r['roc_auc'])} | {_number(r['average_precision'])} | {_number(r['ece'])} |"
-                for r in report["robustness"]
-            ),
-            "",
-            "![robustness](robustness.png)",
+            f"| {r['fake']} | {r['real']} | {r['n']} | {_number(r['roc_auc'])} "
+            f"| {_number(r['accuracy'])} | {_number(r['balanced_accuracy'])} | {_number(r['ece'])} |"
+            for r in pairs
         ]
-    if report["unreadable"]:
-        lines += ["", "## Unreadable images (skipped)", ""]
-        lines += [f"- `{u['path']}`: {u['reason']}" for u in report["unreadable"][:MAX_LISTED]]
-        if len(report["unreadable"]) > MAX_LISTED:
-            lines.append(f"- ... {len(report['unreadable']) - MAX_LISTED} more in report.json")
-    return "\n".join(lines) + "\n"
+    return lines
+
+
+def _robustness(report: dict[str, Any]) -> list[str]:
+    lines = [
+        "",
+        "## Robustness",
+        "",
+        "Each perturbation is applied to the decoded full-resolution image before the standard "
+        f"resize to {report['model']['image_size']}; same threshold. `history:` variants re-store "
+        "each class its own way: `real-jpeg` reals as JPEG q75 at 1024 px and fakes upsampled "
+        "losslessly, `fake-jpeg` the swap, `lossless` both upsampled without JPEG.",
+        "",
+        "| perturbation | accuracy | balanced acc. | ROC-AUC | AP | ECE |",
+        "|---|---|---|---|---|---|",
+        *(
+            f"| {r['perturbation']} | {_number(r['accuracy'])} | {_number(r['balanced_accuracy'])} "
+            f"| {_number(r['roc_auc'])} | {_number(r['average_precision'])} | {_number(r['ece'])} |"
+            for r in report["robustness"]
+        ),
+        "",
+        "![robustness](robustness.png)",
+    ]
+    pairs = report.get("pairs") or {}
+    if len(pairs) > 1 and pairs.get("clean"):
+        variants = list(pairs)
+        lines += ["", "ROC-AUC per (generator, real source) pair and variant:", "",
+                  "| fakes | reals | " + " | ".join(variants) + " |",
+                  "|---|---|" + "---|" * len(variants)]  # fmt: skip
+        for i, r in enumerate(pairs["clean"]):
+            cells = " | ".join(_number(pairs[v][i]["roc_auc"]) for v in variants)
+            lines.append(f"| {r['fake']} | {r['real']} | {cells} |")
+    return lines
 
 
 def print_summary(report: dict[str, Any], out_dir: Path) -> None:

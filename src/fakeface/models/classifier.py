@@ -29,13 +29,17 @@ COMPILE_MODES = (None, "default", "reduce-overhead", "cuda-graphs")
 
 
 def build_net(arch: str, image_size: int, num_classes: int = 2) -> nn.Module:
-    """`seed_cnn` (the original CNN) or any torchvision classification model, built from scratch."""
+    """`seed_cnn` (the original CNN), `npr` (TraceNet) or a torchvision model, built from scratch."""
     if arch == "seed_cnn":
         return SeedCNN(num_outputs=num_classes, image_size=image_size)
+    if arch == "npr":  # generator traces: a small ResNet on the NPR residual (models.nets)
+        from fakeface.models.nets import TraceNet
+
+        return TraceNet(num_outputs=num_classes, image_size=image_size)
     available = torchvision.models.list_models(module=torchvision.models)
     if arch not in available:
         raise ValueError(
-            f"unknown model.arch={arch!r}: use 'seed_cnn' or a torchvision classification model "
+            f"unknown model.arch={arch!r}: use 'seed_cnn', 'npr' or a torchvision classification model "
             f"such as resnet18, resnet34, efficientnet_b0 (available: {', '.join(available)})"
         )
     return torchvision.models.get_model(arch, weights=None, num_classes=num_classes)

@@ -1,8 +1,10 @@
-"""Plain networks (no Lightning): the original CNN, and the DCGAN generator and discriminator."""
+"""Plain networks (no Lightning): the original CNN, the NPR trace network, and the DCGAN's
+generator and discriminator."""
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from fakeface.errors import ConfigError
@@ -64,6 +66,74 @@ class SeedCNN(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # x: N x 3 x H x W in [0, 1] -> N x num_outputs logits (no softmax: losses take logits)
         return self.head(self.features(x))
+
+
+def npr_residual(x: torch.Tensor) -> torch.Tensor:
+    """The image minus its nearest-neighbour down-up copy (NPR, Tan et al. CVPR 2024).
+
+    Each 2x2 block loses its top-left pixel's value, so what remains is how neighbouring pixels
+    differ inside a block: where a generator's x2 upsampling leaves its trace, and nearly
+    nothing of the face's content. The side must be even.
+    """
+    small = F.interpolate(x, scale_factor=0.5, mode="nearest")
+    return x - F.interpolate(small, scale_factor=2.0, mode="nearest")
+
+
+class _Block(nn.Module):
+    """A ResNet basic block (two 3x3 convolutions, BatchNorm, a projected shortcut)."""
+
+    def __init__(self, channels: int, out: int, stride: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(channels, out, 3, stride, 1, bias=False),
+            nn.BatchNorm2d(out),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(out, out, 3, 1, 1, bias=False),
+            nn.BatchNorm2d(out),
+        )
+        self.shortcut = nn.Sequential(
+            nn.Conv2d(channels, out, 1, stride, bias=False), nn.BatchNorm2d(out)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.body(x) + self.shortcut(x))
+
+
+class TraceNet(nn.Module):
+    """A small from-scratch ResNet on the NPR residual of the image (`model.arch=npr`).
+
+    The residual (`npr_residual`) is taken at the model's input size before any stride, so the
+    pixel grid must survive the resize: use it at the images' own side (256 for 256-px photos).
+    Its values are small (standard deviation 0.02-0.06 on 256-px face photos), so a fixed gain
+    of 20 brings them near unit scale before the first convolution (bf16 keeps them apart).
+    0.60 M parameters.
+
+    Args:
+        num_outputs: logits.
+        image_size: input side in pixels (even; >= 16).
+        width: channels of the stem (the blocks have 2x, 4x, 4x).
+    """
+
+    def __init__(self, num_outputs: int = 2, image_size: int = 256, width: int = 32) -> None:
+        super().__init__()
+        if image_size % 2 or image_size < 16:
+            raise ConfigError(
+                f"model.arch=npr needs an even data.image_size >= 16, got {image_size}"
+            )
+        self.stem = nn.Sequential(
+            nn.Conv2d(3, width, 3, 2, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True)
+        )
+        self.blocks = nn.Sequential(
+            _Block(width, 2 * width, 2), _Block(2 * width, 4 * width, 2),
+            _Block(4 * width, 4 * width, 2),
+        )  # fmt: skip
+        self.head = nn.Sequential(
+            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4 * width, num_outputs)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # x: N x 3 x S x S in [0, 1] -> N x num_outputs logits
+        return self.head(self.blocks(self.stem(npr_residual(x) * 20.0)))
 
 
 # The original generator's transposed-conv widths: 8 -> 16 -> 32 -> 64 -> 128 pixels.
