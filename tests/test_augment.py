@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from torch.utils.data import DataLoader
 
 from conftest import compose, run_cli
 from fakeface.cli import one_line
-from fakeface.data.cache import CachedDataset, DeviceBatches
+from fakeface.data.cache import CachedDataset, DecodedSplit, DeviceBatches
 from fakeface.data.datamodule import AUGMENTS, FaceDataModule, FaceDataset
 from fakeface.errors import ConfigError
 from fakeface.preprocess import preprocess_file
@@ -99,19 +100,28 @@ def test_only_the_training_split_is_augmented(face_folder: Path) -> None:
     assert x.shape == (12, 3, SIZE, SIZE)
 
 
-@pytest.mark.parametrize("augment", ["robust", "strong"])
+@pytest.mark.parametrize("augment", ["robust", "source"])
 @pytest.mark.parametrize("setting", ["cache", "device_resident"])
-def test_cache_refuses_full_resolution_augments(augment: str, setting: str, tmp_path: Path) -> None:
+def test_full_resolution_augments_read_the_training_split_from_files(
+    augment: str, setting: str, face_folder: Path, tmp_path: Path
+) -> None:
+    # The cache holds resized pixels: the training split of an augment that needs the
+    # full-resolution image comes from the files; validation and test keep the cache.
     cfg = compose(
-        "train", [f"data.augment={augment}", f"data.{setting}=true", f"paths.root_dir={tmp_path}"]
-    )
-    with pytest.raises(InstantiationException) as caught:
-        instantiate(cfg.data, _convert_="all")
-    message = one_line(caught.value)
-    assert f"data.augment={augment} cannot run with data.{setting}=true" in message
-    assert "data.augment=flip" in message and f"data.{setting}=false" in message
-    # flip (and none) are what the cache can do.
-    instantiate(cfg.data, _convert_="all", augment="flip")
+        "train",
+        [f"data.augment={augment}", f"data.{setting}=true", f"data.root={face_folder}",
+         f"data.cache_dir={tmp_path / 'cache'}", "data.num_workers=0", f"paths.root_dir={tmp_path}"],
+    )  # fmt: skip
+    dm = instantiate(cfg.data, _convert_="all", image_size=SIZE)
+    dm.setup("fit")
+    assert isinstance(dm.train_set, FaceDataset) and dm.train_set.augment == augment
+    assert isinstance(dm.val_set, DecodedSplit if setting == "device_resident" else CachedDataset)
+    x, _ = next(iter(dm.train_dataloader()))
+    assert x.shape == (len(x), 3, SIZE, SIZE) and x.dtype == torch.float32
+    # flip (and none) are what the cache itself can do: the training split stays cached then.
+    flipped = instantiate(cfg.data, _convert_="all", image_size=SIZE, augment="flip")
+    flipped.setup("fit")
+    assert not isinstance(flipped.train_set, FaceDataset)
 
 
 def test_cache_datasets_flip_or_refuse(face_folder: Path, tmp_path: Path) -> None:
@@ -182,3 +192,24 @@ def test_train_crop_applies_to_training_only_and_checks_its_size(face_folder: Pa
         FaceDataModule(root=str(face_folder), image_size=SIZE, train_crop=SIZE)
     with pytest.raises(ConfigError, match="data.train_crop cannot run with data.cache=true"):
         FaceDataModule(root=str(face_folder), image_size=SIZE, train_crop=24, cache=True)
+
+
+@pytest.mark.slow
+def test_experiment_detector_trains_on_data_synthetic(tmp_path: Path) -> None:
+    # data=synthetic keeps its pixels decoded in memory; augment=source needs the JPEGs: the
+    # training split is read from the files, validation and test stay resident.
+    from fakeface.train import train
+
+    root, out = tmp_path / "synthetic", tmp_path / "run"
+    cfg = compose(
+        "train",
+        ["experiment=detector", "data=synthetic", "debug=tiny", f"data.root={root}",
+         "data.synthetic.n_train=8", "data.synthetic.n_valid=4", "data.synthetic.n_test=4",
+         f"paths.root_dir={tmp_path}", f"paths.output_dir={out}", "callbacks.progress_bar=null",
+         "trainer.precision=32-true", "logger=null"],
+    )  # fmt: skip
+    assert cfg.data.device_resident and cfg.data.augment == "source"
+    metrics = train(cfg)
+    assert metrics["epochs"] == 1 and set(metrics["test"]) >= {"test/acc", "test/auroc"}
+    assert [math.isfinite(row["train/loss"]) for row in metrics["history"]] == [True]
+    assert (out / "classifier.ts").is_file()

@@ -194,7 +194,9 @@ class FaceDataModule(L.LightningDataModule):
             (validation and test read whole images); needs a fully convolutional model.arch.
         cache: decode each split once into a memory-mapped uint8 array under `cache_dir`.
         device_resident: keep each split's uint8 pixels on the training device and batch there
-            (implies cache); no worker processes, no JPEG decoding during the epoch.
+            (implies cache); no worker processes, no JPEG decoding during the epoch. With an
+            augment the cache cannot do (anything but none and flip), the training split is
+            read from the files by workers, and validation and test stay cached or resident.
         on_bad_image: `skip` (count, log once, carry on) or `error` (stop at the first one).
         max_bad_fraction: stop with DatasetError once more than this fraction of a split was
             skipped as unreadable.
@@ -231,12 +233,14 @@ class FaceDataModule(L.LightningDataModule):
         self.save_hyperparameters()
         check_augment(augment)
         if augment not in CACHE_AUGMENTS and (cache or device_resident):
+            # The cache holds resized pixels; these steps need the full-resolution image. The
+            # recipe wins over the speed setting: only the training split is read from files.
             setting = "data.device_resident=true" if device_resident else "data.cache=true"
-            raise ConfigError(
-                f"data.augment={augment} cannot run with {setting}: the cache holds resized "
-                f"pixels and {augment} needs the full-resolution image; use data.augment=flip "
-                f"(or none) with the cache, or {setting[:-4]}false with data.augment={augment}"
-            )
+            log.info(
+                "data.augment=%s works on the full-resolution image: the training split is read "
+                "from the image files (data.num_workers=%d workers); validation and test keep %s",
+                augment, num_workers, setting,
+            )  # fmt: skip
         if train_crop is not None:
             if not 0 < train_crop < image_size:
                 raise ConfigError(
@@ -358,6 +362,8 @@ class FaceDataModule(L.LightningDataModule):
 
     def _dataset(self, split: str, augment: str, crop: int | None = None) -> Dataset:
         hp = self.hparams
+        if augment not in CACHE_AUGMENTS:  # full-resolution steps: from the files (see __init__)
+            return FaceDataset(self.index(split), hp.image_size, augment, hp.on_bad_image, crop)
         if hp.device_resident:
             return self.decoded(split)  # batched on the device by _loader
         if hp.cache:
