@@ -138,14 +138,54 @@ def test_experiment_detector_trains_and_exports_its_final_weights(tmp_path: Path
 
 
 def test_precise_bn_share_counts_batches_of_the_epoch() -> None:
-    assert precise_bn_batches(0.02, 3125) == 63  # the 140k train split at batch 32
-    assert precise_bn_batches(0.02, 100) == 16  # never fewer than 16 batches
-    assert precise_bn_batches(0.02, 13) == 13  # or the whole epoch, if shorter
-    assert precise_bn_batches(0.25, 101) == 26  # rounded up
-    assert precise_bn_batches(50, 13) == 50 and precise_bn_batches(0, 13) == 0
-    for bad in (-1, 1.5, 0.0, True, "all"):
-        with pytest.raises(ConfigError, match="model.bn_recalibration_batches"):
-            CNNClassifier(bn_recalibration_batches=bad)
+    assert precise_bn_batches(None, 0.02, 3125) == 63  # the 140k train split at batch 32
+    assert precise_bn_batches(None, 0.02, 100) == 16  # never fewer than 16 batches
+    assert precise_bn_batches(None, 0.02, 13) == 13  # or the whole epoch, if shorter
+    assert precise_bn_batches(None, 0.25, 101) == 26  # rounded up
+    assert precise_bn_batches(None, 1, 101) == 101  # 1 is the whole epoch, int or float
+    assert precise_bn_batches(None, 0, 101) == 0  # off
+    assert precise_bn_batches(50, 0.02, 13) == 50 and precise_bn_batches(0, 0.02, 13) == 0
+
+
+@pytest.mark.parametrize(
+    ("settings", "key"),
+    [
+        ({"precise_bn_batches": -1}, "model.precise_bn_batches=-1"),
+        ({"precise_bn_batches": 1.0}, "model.precise_bn_batches=1.0"),
+        ({"precise_bn_batches": True}, "model.precise_bn_batches=True"),
+        ({"precise_bn_share": 1.5}, "model.precise_bn_share=1.5"),
+        ({"precise_bn_share": -0.1}, "model.precise_bn_share=-0.1"),
+        ({"precise_bn_share": "all"}, "model.precise_bn_share='all'"),
+        ({"precise_bn_share": True}, "model.precise_bn_share=True"),
+    ],
+)
+def test_bad_precise_bn_settings_are_one_line_errors(settings: dict, key: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        CNNClassifier(**settings)
+    assert str(err.value).startswith(key + ": give ") and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("old", "batches", "share"), [(10, 10, 0.0), (0, 0, 0.0), (0.02, None, 0.02), (1.0, None, 1.0)]
+)
+def test_checkpoints_with_the_former_bn_recalibration_key_still_load(
+    old: int | float, batches: int | None, share: float, tmp_path: Path
+) -> None:
+    model = CNNClassifier(image_size=32)
+    trainer = quiet_trainer(max_epochs=0)
+    trainer.strategy.connect(model)
+    path = tmp_path / "old.ckpt"
+    trainer.save_checkpoint(path)
+    checkpoint = torch.load(path, weights_only=True)
+    hparams = checkpoint["hyper_parameters"]
+    del hparams["precise_bn_share"], hparams["precise_bn_batches"]
+    hparams["bn_recalibration_batches"] = old  # as written before the two keys
+    torch.save(checkpoint, path)
+    loaded = CNNClassifier.load_from_checkpoint(path, map_location="cpu")
+    assert loaded.hparams.precise_bn_batches == batches
+    assert loaded.hparams.precise_bn_share == share
+    assert "bn_recalibration_batches" not in loaded.hparams  # saved again: the new keys only
+    assert precise_bn_batches(batches, share, 100) == {10: 10, 0: 0, 0.02: 16, 1.0: 100}[old]
 
 
 def test_precise_bn_share_reestimates_over_that_share_in_a_fit(
@@ -162,5 +202,5 @@ def test_precise_bn_share_reestimates_over_that_share_in_a_fit(
     trainer = quiet_trainer(
         max_epochs=2, num_sanity_val_steps=0, limit_val_batches=1, default_root_dir=tmp_path
     )
-    trainer.fit(CNNClassifier(bn_recalibration_batches=0.75), loader, loader)
+    trainer.fit(CNNClassifier(precise_bn_share=0.75), loader, loader)
     assert used == [24, 24]  # three quarters of 32 batches, before each epoch's validation

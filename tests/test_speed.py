@@ -293,7 +293,7 @@ def test_captured_step_trains_as_eager(
     runs eagerly, and the split steps replay too."""
     batch = 3 * BATCH - 2 if step_batch_size is None else 3 * BATCH  # 22: a last batch of 4
     # no precise BN: it would re-estimate the running statistics the warm-up moved
-    settings = {"step_batch_size": step_batch_size, "bn_recalibration_batches": 0}
+    settings = {"step_batch_size": step_batch_size, "precise_bn_share": 0}
     eager = _model(dropout=False, **settings)
     _fit_epochs(eager, batch, epochs=2)
     capture = _StandInCapture()

@@ -58,15 +58,33 @@ def _metrics(stage: str) -> torchmetrics.MetricCollection:
     )
 
 
-def check_precise_bn(setting: int | float) -> None:
-    """ConfigError unless `setting` is a whole number >= 0 or a share in (0, 1]."""
-    share = isinstance(setting, float) and 0 < setting <= 1
-    count = isinstance(setting, int) and not isinstance(setting, bool) and setting >= 0
-    if not (share or count):
+def check_precise_bn(batches: int | None, share: float) -> None:
+    """ConfigError unless `batches` is null or a whole number >= 0 and `share` is in [0, 1]."""
+    if batches is not None and (
+        isinstance(batches, bool) or not isinstance(batches, int) or batches < 0
+    ):
         raise ConfigError(
-            f"model.bn_recalibration_batches={setting!r}: give a number of batches (e.g. 50, "
-            "0 = off) or a share of the epoch's training batches in (0, 1] (e.g. 0.02)"
+            f"model.precise_bn_batches={batches!r}: give a whole number of training batches "
+            "(e.g. 50; 0 = off), or null to use model.precise_bn_share"
         )
+    if isinstance(share, bool) or not isinstance(share, int | float) or not 0 <= share <= 1:
+        raise ConfigError(
+            f"model.precise_bn_share={share!r}: give a share of the epoch's training batches "
+            "in [0, 1] (e.g. 0.02; 0 = off, 1 = the whole epoch)"
+        )
+
+
+def legacy_precise_bn(setting: int | float) -> tuple[int | None, float]:
+    """(precise_bn_batches, precise_bn_share) for the former `bn_recalibration_batches`, where
+    an int counted batches and a float was a share (older checkpoints carry it)."""
+    log.warning(
+        "model.bn_recalibration_batches=%r is the former spelling: use model.precise_bn_batches"
+        " (a number of batches) or model.precise_bn_share (a share of the epoch)",
+        setting,
+    )
+    if isinstance(setting, float):
+        return None, setting
+    return setting, 0.0
 
 
 # A share never averages over fewer batches than this (or than the whole epoch, if shorter):
@@ -74,15 +92,17 @@ def check_precise_bn(setting: int | float) -> None:
 MIN_PRECISE_BN_BATCHES = 16
 
 
-def precise_bn_batches(setting: int | float, epoch_batches: float) -> int:
-    """Training batches precise BN averages over: an int as given; a share of the epoch rounded
-    up, at least MIN_PRECISE_BN_BATCHES (or the whole epoch if shorter; 50 if its length is
-    unknown)."""
-    if isinstance(setting, int):
-        return setting
+def precise_bn_batches(batches: int | None, share: float, epoch_batches: float) -> int:
+    """Training batches precise BN averages over: `batches` if set; else `share` of the epoch
+    rounded up, at least MIN_PRECISE_BN_BATCHES (or the whole epoch if shorter; 50 if its
+    length is unknown); 0 when both are 0."""
+    if batches is not None:
+        return batches
+    if share == 0:
+        return 0
     if not math.isfinite(epoch_batches):
         return 50
-    return min(int(epoch_batches), max(MIN_PRECISE_BN_BATCHES, math.ceil(setting * epoch_batches)))
+    return min(int(epoch_batches), max(MIN_PRECISE_BN_BATCHES, math.ceil(share * epoch_batches)))
 
 
 @torch.no_grad()
@@ -273,10 +293,12 @@ class CNNClassifier(L.LightningModule):
         plateau_factor, plateau_patience, plateau_min_delta: the plateau schedule's settings.
         label_smoothing: cross-entropy label smoothing on the training loss.
         channels_last: run convolutions in NHWC, the fast layout for bf16 on CPU and GPU.
-        bn_recalibration_batches: before each validation, re-estimate the BatchNorm running
-            statistics over training batches with the weights frozen and dropout off ("precise
-            BN"): an int is a number of batches, a float in (0, 1] a share of the epoch's batches
-            (at least one); 0 keeps the running averages from training.
+        precise_bn_share: before each validation, re-estimate the BatchNorm running
+            statistics over this share of the epoch's training batches (at least
+            MIN_PRECISE_BN_BATCHES, or the whole epoch if shorter), weights frozen and dropout
+            off ("precise BN"); 0 keeps the running averages from training.
+        precise_bn_batches: a number of batches for precise BN instead of the share; null
+            (the default) uses the share, 0 turns precise BN off.
         compile: how the training step's forward and backward run: null (eager, the
             default), `default` (torch.compile), `reduce-overhead` (torch.compile with CUDA
             graphs), or `cuda-graphs` (CUDA graphs captured without compiling, see
@@ -290,6 +312,8 @@ class CNNClassifier(L.LightningModule):
             that work costs as much as a small batch's compute (on an H200, 3.2 ms against 3.0
             ms per batch of 32); a CPU gains nothing. Per-step schedules (cosine, onecycle)
             advance once per loader batch.
+        bn_recalibration_batches: the former spelling of the two precise BN keys (an int:
+            batches, a float: a share), still read from older checkpoints; None otherwise.
     """
 
     def __init__(
@@ -307,17 +331,21 @@ class CNNClassifier(L.LightningModule):
         plateau_min_delta: float = 1e-4,
         label_smoothing: float = 0.0,
         channels_last: bool = True,
-        bn_recalibration_batches: int | float = 0.02,
+        precise_bn_share: float = 0.02,
+        precise_bn_batches: int | None = None,
         compile: str | None = None,
         step_batch_size: int | None = None,
+        bn_recalibration_batches: int | float | None = None,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters()
+        if bn_recalibration_batches is not None:  # the checkpoint stores the new keys
+            precise_bn_batches, precise_bn_share = legacy_precise_bn(bn_recalibration_batches)
+        check_precise_bn(precise_bn_batches, precise_bn_share)
+        self.save_hyperparameters(ignore=["bn_recalibration_batches"])
         if optimizer not in OPTIMIZERS:
             raise ValueError(f"model.optimizer={optimizer!r}: use one of {', '.join(OPTIMIZERS)}")
         if scheduler not in SCHEDULERS:
             raise ValueError(f"model.scheduler={scheduler!r}: use one of {', '.join(SCHEDULERS)}")
-        check_precise_bn(bn_recalibration_batches)
         if compile not in COMPILE_MODES:
             raise ConfigError(
                 f"model.compile={compile!r}: use null (eager), default, reduce-overhead or "
@@ -458,8 +486,11 @@ class CNNClassifier(L.LightningModule):
         step = self.hparams.step_batch_size
         loader_batch = getattr(trainer.train_dataloader, "batch_size", None) or 1
         steps_per_batch = -(-loader_batch // step) if step else 1  # the splits of a loader batch
+        hp = self.hparams
         batches = precise_bn_batches(
-            self.hparams.bn_recalibration_batches, trainer.num_training_batches * steps_per_batch
+            hp.precise_bn_batches,
+            hp.precise_bn_share,
+            trainer.num_training_batches * steps_per_batch,
         )
         recalibrate_batchnorm(self, trainer, batches, step)
 
