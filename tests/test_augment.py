@@ -17,8 +17,9 @@ from torch.utils.data import DataLoader
 
 from conftest import compose, run_cli
 from fakeface.cli import one_line
+from fakeface.data.augment import AUGMENTS
 from fakeface.data.cache import CachedDataset, DecodedSplit, DeviceBatches
-from fakeface.data.datamodule import AUGMENTS, FaceDataModule, FaceDataset
+from fakeface.data.datamodule import FaceDataModule, FaceDataset
 from fakeface.errors import ConfigError
 from fakeface.preprocess import preprocess_file
 

@@ -13,7 +13,8 @@ from lightning.pytorch.plugins.precision import Precision
 from conftest import quiet_trainer
 from fakeface.deploy.modelfile import load_classifier
 from fakeface.errors import ConfigError
-from fakeface.models.classifier import CNNClassifier, precise_bn_batches, recalibrate_batchnorm
+from fakeface.models.classifier import CNNClassifier
+from fakeface.models.precise_bn import precise_bn_batches, recalibrate_batchnorm
 
 
 def test_recalibration_sets_population_statistics_with_dropout_off() -> None:

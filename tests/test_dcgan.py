@@ -436,7 +436,7 @@ def test_g_ema_averages_the_generator_and_draws_the_samples(tmp_path: Path) -> N
 
 
 def test_diffaugment_is_differentiable_and_changes_each_image() -> None:
-    from fakeface.models.dcgan import diffaugment
+    from fakeface.models.diffaugment import diffaugment
 
     torch.manual_seed(0)
     x = torch.rand(4, 3, 32, 32, requires_grad=True)

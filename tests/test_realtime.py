@@ -24,13 +24,10 @@ from fakeface.faces.detect import FaceDetector, crop_face, face_window
 from fakeface.models.nets import SeedCNN
 from fakeface.preprocess import preprocess_file
 from fakeface.realtime.draw import COLOURS, draw_face, face_label
-from fakeface.realtime.stream import (
-    STAGES,
-    FrameSource,
-    check_display,
-    face_batch,
-    run,
-)
+from fakeface.realtime.output import check_display
+from fakeface.realtime.source import FrameSource
+from fakeface.realtime.stream import face_batch, run
+from fakeface.realtime.summary import STAGES
 
 SIZE = 64
 ASTRONAUT_FACE = np.array([177, 66, 95, 95])  # x, y, w, h of the face in the 512 px photo

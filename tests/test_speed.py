@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from conftest import quiet_trainer
 from fakeface.deploy.modelfile import fast_dtype, precision_dtype
 from fakeface.errors import ConfigError
-from fakeface.models import classifier
+from fakeface.models import classifier, steps
 from fakeface.models.classifier import CNNClassifier
 from fakeface.precision import resolve_precision
 
@@ -54,7 +54,7 @@ def _fit_warnings(
     model: CNNClassifier, caplog: pytest.LogCaptureFixture, accelerator: str = "cpu"
 ) -> tuple[list[float], list[str]]:
     """_fit's losses, and the model.compile warnings the run logged."""
-    with caplog.at_level(logging.WARNING, logger=classifier.__name__):
+    with caplog.at_level(logging.WARNING, logger=steps.__name__):
         losses, _ = _fit(model, accelerator)
     return losses, [r.getMessage() for r in caplog.records if "model.compile" in r.getMessage()]
 
@@ -212,7 +212,7 @@ def test_split_steps_through_the_compiled_step_train_as_eager(
     _fit_epochs(eager, 3 * BATCH, epochs=1)
     compiled = _model(dropout=False, step_batch_size=BATCH, compile="default")
     _fit_epochs(compiled, 3 * BATCH, epochs=1)
-    assert isinstance(compiled._train_outputs, classifier.CompiledOrEager)
+    assert isinstance(compiled._train_outputs, steps.CompiledOrEager)
     assert compiled._train_outputs.compiled is not None  # no fallback happened
     for a, b in zip(eager.state_dict().values(), compiled.state_dict().values(), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
@@ -299,7 +299,7 @@ def test_captured_step_trains_as_eager(
     capture = _StandInCapture()
     graphed = _graphed_model(monkeypatch, capture, **settings)
     _fit_epochs(graphed, batch, epochs=2)
-    assert isinstance(graphed._train_outputs, classifier.GraphedStep)
+    assert isinstance(graphed._train_outputs, steps.GraphedStep)
     step = step_batch_size or batch
     assert capture.captured == [torch.Size([step, 3, SIZE, SIZE])]
     full_steps = 2 * (STEPS * BATCH // step)  # per epoch: 2 of 22 (the last 4: eager), or 6 of 8

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import logging
-import random
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import pandas as pd
 import torch
-from PIL import Image
-from torch.utils.data import DataLoader, Dataset, default_collate
+from torch.utils.data import DataLoader, Dataset
 
+from fakeface.data.augment import check_augment
 from fakeface.data.cache import (
     CACHE_AUGMENTS,
     CachedDataset,
@@ -20,6 +19,7 @@ from fakeface.data.cache import (
     DeviceBatches,
     load_or_build,
 )
+from fakeface.data.dataset import FaceDataset, Tracked, collate_tracked
 from fakeface.data.index import (
     SPLITS,
     concat_sources,
@@ -28,148 +28,10 @@ from fakeface.data.index import (
     sources,
     split_folder,
 )
-from fakeface.errors import BadImageError, ConfigError, DatasetError
-from fakeface.evaluation.perturb import RANDOM_STEPS, random_steps
-from fakeface.preprocess import IMAGE_SIZE, load_image, preprocess
+from fakeface.errors import ConfigError, DatasetError
+from fakeface.preprocess import IMAGE_SIZE
 
 log = logging.getLogger(__name__)
-
-
-class Tracked(tuple):
-    """A tuple (x, y) that also names the unreadable files skipped to make it: `.skipped`.
-
-    Skips happen in DataLoader worker processes; the names ride along with the data to the main
-    process, where `FaceDataModule.on_before_batch_transfer` counts them. `x, y = batch` and
-    `batch[0]` work as with a plain tuple.
-    """
-
-    skipped: tuple[tuple[str, str], ...]  # (path, reason) pairs
-
-    def __new__(cls, items: Any, skipped: Any = ()) -> Tracked:
-        tracked = super().__new__(cls, items)
-        tracked.skipped = tuple(skipped)
-        return tracked
-
-    def __reduce__(self) -> tuple:
-        # Workers pickle batches to the main process; the default would drop `skipped`.
-        return (Tracked, (tuple(self), self.skipped))
-
-    def pin_memory(self) -> Tracked:
-        # torch's pin_memory rebuilds plain tuples without their attributes; keep ours.
-        return Tracked((t.pin_memory() for t in self), self.skipped)
-
-
-def collate_tracked(items: list[Any]) -> Any:
-    """torch's default_collate; Tracked items make a Tracked batch with all their skipped files."""
-    if not any(isinstance(item, Tracked) for item in items):
-        return default_collate(items)  # another dataset (the cache): its batches as they were
-    skipped = dict.fromkeys(s for item in items for s in getattr(item, "skipped", ()))
-    return Tracked(default_collate([tuple(item) for item in items]), skipped)
-
-
-# data.augment presets -> their steps: `flip` (on the resized tensor) and the RANDOM_STEPS of
-# fakeface.evaluation.perturb (on the decoded full-resolution image). Steps also combine with "+".
-AUGMENTS = {
-    "none": (),
-    "flip": ("flip",),
-    "robust": ("flip", "blur", "jpeg"),  # Wang et al. 2020
-    "strong": ("flip", "crop", "jitter", "blur", "jpeg"),
-    "source": ("flip", "jitter", "resample", "blur", "jpeg"),  # forget the storage history
-}
-STEPS = ("flip", *RANDOM_STEPS)
-
-
-def check_augment(augment: str) -> tuple[str, ...]:
-    """The steps of data.augment (a preset of AUGMENTS, or steps joined by "+"); else ConfigError."""
-    if isinstance(augment, str) and augment in AUGMENTS:
-        return AUGMENTS[augment]
-    steps = tuple(augment.split("+")) if isinstance(augment, str) else ()
-    if not steps or any(step not in STEPS for step in steps):
-        raise ConfigError(
-            f"data.augment={augment!r}: use one of {', '.join(AUGMENTS)}, or steps joined by "
-            f"'+' from {', '.join(STEPS)} (e.g. data.augment=flip+resample+jpeg)"
-        )
-    return steps
-
-
-class ImageAugment:
-    """The image-side steps of data.augment (fakeface.evaluation.perturb.RANDOM_STEPS), before the resize.
-
-    Works on the decoded full-resolution image so that `fakeface.preprocess` stays the one
-    resize path (the flip is done after it, on the tensor). Each image gets a fresh stdlib
-    generator seeded from torch's global one, which Lightning's `seed_everything(workers=True)`
-    and the DataLoader seed differently in each worker process and each epoch: the draws are
-    reproducible and no worker repeats another's.
-    """
-
-    def __init__(self, steps: tuple[str, ...]) -> None:
-        self.steps = tuple(step for step in steps if step in RANDOM_STEPS)
-
-    def __call__(self, image: Image.Image) -> Image.Image:
-        return random_steps(image, random.Random(int(torch.randint(2**62, ()))), self.steps)
-
-
-class FaceDataset(Dataset):
-    """Images listed in an index DataFrame -> (3 x size x size float in [0, 1], label).
-
-    Args:
-        frame: rows with `image_path` and `label`.
-        augment: a preset of AUGMENTS or steps joined by "+"; every step but the flip works on
-            the decoded full-resolution image before `fakeface.preprocess` resizes it.
-        on_bad_image: `skip` stands the next readable image in for an unreadable one and names
-            the file in the item's `.skipped` (the DataModule logs and counts it); `error` raises
-            BadImageError.
-        crop: if set, a random crop x crop patch of the image_size image (no resize: the pixels
-            keep their scale, so a fully convolutional net trained on patches sees the same
-            textures when it reads the whole image at test time).
-    """
-
-    def __init__(
-        self,
-        frame: pd.DataFrame,
-        image_size: int = IMAGE_SIZE,
-        augment: str = "none",
-        on_bad_image: str = "skip",
-        crop: int | None = None,
-    ) -> None:
-        if on_bad_image not in ("skip", "error"):
-            raise ValueError(f"data.on_bad_image={on_bad_image!r}: use 'skip' or 'error'")
-        self.paths = frame["image_path"].tolist()
-        self.labels = torch.tensor(frame["label"].tolist(), dtype=torch.long)
-        self.image_size = image_size
-        self.augment = augment
-        steps = check_augment(augment)
-        self.flip = "flip" in steps
-        self.image_augment = ImageAugment(steps) if set(steps) - {"flip"} else None
-        self.on_bad_image = on_bad_image
-        self.crop = crop
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, index: int) -> Tracked:
-        skipped: list[tuple[str, str]] = []
-        for offset in range(len(self.paths)):
-            i = (index + offset) % len(self.paths)
-            try:
-                image = load_image(self.paths[i])
-            except BadImageError as err:
-                if self.on_bad_image == "error":
-                    raise
-                # A stand-in rather than a dropped item: batches keep their size (BatchNorm cannot
-                # train on a batch of one, and an all-bad batch would be empty).
-                skipped.append((self.paths[i], str(err.__cause__ or err)))
-                continue
-            if self.image_augment is not None:
-                image = self.image_augment(image)
-            x = preprocess(image, self.image_size)
-            if self.flip and torch.rand(()) < 0.5:
-                x = x.flip(-1)
-            if self.crop is not None:
-                top, left = (int(v) for v in torch.randint(self.image_size - self.crop + 1, (2,)))
-                x = x[:, top : top + self.crop, left : left + self.crop]
-            return Tracked((x, self.labels[i]), skipped)
-        raise DatasetError(f"none of the {len(self.paths)} images is readable ({skipped[0]})")
 
 
 class FaceDataModule(L.LightningDataModule):
@@ -188,8 +50,8 @@ class FaceDataModule(L.LightningDataModule):
             exactly two classes (fake, real) are required.
         synthetic: if given, generate the synthetic dataset into `root` first (kwargs of
             `fakeface.data.synthetic.generate_synthetic`: n_train, n_valid, n_test, seed).
-        augment: training-split augmentation: a preset of AUGMENTS (none, flip, robust, strong,
-            source) or STEPS joined by "+" (e.g. flip+resample+jpeg).
+        augment: training-split augmentation: a preset of augment.AUGMENTS (none, flip, robust,
+            strong, source) or augment.STEPS joined by "+" (e.g. flip+resample+jpeg).
         train_crop: train on random train_crop x train_crop patches of the image_size images
             (validation and test read whole images); needs a fully convolutional model.arch.
         cache: decode each split once into a memory-mapped uint8 array under `cache_dir`.
@@ -231,48 +93,56 @@ class FaceDataModule(L.LightningDataModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
-        check_augment(augment)
-        if augment not in CACHE_AUGMENTS and (cache or device_resident):
-            # The cache holds resized pixels; these steps need the full-resolution image. The
-            # recipe wins over the speed setting: only the training split is read from files.
-            setting = "data.device_resident=true" if device_resident else "data.cache=true"
-            log.info(
-                "data.augment=%s works on the full-resolution image: the training split is read "
-                "from the image files (data.num_workers=%d workers); validation and test keep %s",
-                augment, num_workers, setting,
-            )  # fmt: skip
-        if train_crop is not None:
-            if not 0 < train_crop < image_size:
-                raise ConfigError(
-                    f"data.train_crop={train_crop}: use a patch side between 1 and "
-                    f"data.image_size-1={image_size - 1}, or null for whole images"
-                )
-            if cache or device_resident:
-                raise ConfigError(
-                    "data.train_crop cannot run with data.cache=true or data.device_resident=true"
-                    "; set those to false (the patches are cut from decoded images per item)"
-                )
-        if root is None and not (layout == "folder" and split_file):
-            where = "a folder holding real/ and fake/" if layout == "folder" else "the data"
-            raise ConfigError(
-                f"data.root is not set: pass data.root=/path/to/folder ({where})"
-                + (" or data.split_file=<run>/split.csv" if layout == "folder" else "")
-            )
+        self._check_settings()
         self.roots = [Path(r).expanduser() for r in folder_list(root)]
         self.root = self.roots[0] if self.roots else None  # the synthetic set's folder
         self.val_roots = [Path(r).expanduser() for r in folder_list(val_root)]
-        if self.val_roots and layout != "folder":
-            raise ConfigError("data.val_root needs data=folder (folders of class subfolders)")
-        if not 0 < val_root_fraction < 1:
-            raise ConfigError(
-                f"data.val_root_fraction={val_root_fraction}: use a share in (0, 1), e.g. 0.5"
-            )
         self.classes = list(classes) if classes is not None else None
         self.frames: dict[str, pd.DataFrame] = {}
-        if not 0.0 <= max_bad_fraction <= 1.0:
-            raise ValueError(f"data.max_bad_fraction={max_bad_fraction}: use a fraction in [0, 1]")
         self.skipped: dict[str, str] = {}  # unreadable file -> reason, in the main process
         self._split_by_path: dict[str, str] = {}  # for counting skips per split
+
+    def _check_settings(self) -> None:
+        """ConfigError (one line, naming the key and the fix) for settings that cannot work."""
+        hp = self.hparams
+        augment, image_size, crop = hp.augment, hp.image_size, hp.train_crop
+        check_augment(augment)
+        if augment not in CACHE_AUGMENTS and (hp.cache or hp.device_resident):
+            # The cache holds resized pixels; these steps need the full-resolution image. The
+            # recipe wins over the speed setting: only the training split is read from files.
+            setting = "data.device_resident=true" if hp.device_resident else "data.cache=true"
+            log.info(
+                "data.augment=%s works on the full-resolution image: the training split is read "
+                "from the image files (data.num_workers=%d workers); validation and test keep %s",
+                augment, hp.num_workers, setting,
+            )  # fmt: skip
+        if crop is not None and not 0 < crop < image_size:
+            raise ConfigError(
+                f"data.train_crop={crop}: use a patch side between 1 and "
+                f"data.image_size-1={image_size - 1}, or null for whole images"
+            )
+        if crop is not None and (hp.cache or hp.device_resident):
+            raise ConfigError(
+                "data.train_crop cannot run with data.cache=true or data.device_resident=true"
+                "; set those to false (the patches are cut from decoded images per item)"
+            )
+        folder = hp.layout == "folder"
+        if hp.root is None and not (folder and hp.split_file):
+            where = "a folder holding real/ and fake/" if folder else "the data"
+            raise ConfigError(
+                f"data.root is not set: pass data.root=/path/to/folder ({where})"
+                + (" or data.split_file=<run>/split.csv" if folder else "")
+            )
+        if folder_list(hp.val_root) and not folder:
+            raise ConfigError("data.val_root needs data=folder (folders of class subfolders)")
+        if not 0 < hp.val_root_fraction < 1:
+            raise ConfigError(
+                f"data.val_root_fraction={hp.val_root_fraction}: use a share in (0, 1), e.g. 0.5"
+            )
+        if not 0.0 <= hp.max_bad_fraction <= 1.0:
+            raise ValueError(
+                f"data.max_bad_fraction={hp.max_bad_fraction}: use a fraction in [0, 1]"
+            )
 
     def prepare_data(self) -> None:
         if self.hparams.synthetic is not None:

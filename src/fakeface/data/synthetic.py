@@ -222,6 +222,44 @@ def _read_manifest(root: Path) -> dict | None:
         return None
 
 
+def _clear(root: Path) -> None:
+    """Delete the split folders of an earlier (or half-written) synthetic set under root, and
+    mark root as being written; DatasetError if they hold data this generator did not write."""
+    ours = (root / MANIFEST).exists() or (root / MARKER).exists()
+    stale = [root / s for s in SPLITS if (root / s).exists()]
+    if not ours and any(any(d.rglob("*")) for d in stale):
+        raise DatasetError(
+            f"{root} already holds {', '.join(d.name for d in stale)} without"
+            f" a {MANIFEST}: not overwriting data this generator did not write"
+        )
+    root.mkdir(parents=True, exist_ok=True)
+    (root / MARKER).touch()  # from here on, the split folders are ours to delete after a crash
+    (root / MANIFEST).unlink(missing_ok=True)
+    for folder in stale:
+        shutil.rmtree(folder)
+
+
+def _write_images(
+    root: Path, counts: dict[str, int], seed: int, image_size: int, quality: int
+) -> None:
+    """Render and save every image: root/<split>/<class>/<i:05d>.jpg, fake gets the odd one."""
+    jobs = [
+        (s, c, i)
+        for s, n in enumerate(counts.values())
+        for c in (0, 1)
+        for i in range((n + 1 - c) // 2)
+    ]
+    with Progress(transient=True) as progress:
+        task = progress.add_task(f"Synthetic faces -> {root}", total=len(jobs))
+        for s, c, i in jobs:
+            folder = root / SPLITS[s] / CLASSES[c]
+            if i == 0:
+                folder.mkdir(parents=True)
+            pixels = render_image(seed, s, c, i, image_size)
+            Image.fromarray(pixels, "RGB").save(folder / f"{i:05d}.jpg", quality=quality)
+            progress.advance(task)
+
+
 def generate_synthetic(
     root: str | Path,
     n_train: int = 2000,
@@ -252,35 +290,8 @@ def generate_synthetic(
     if _read_manifest(root) == manifest:
         (root / MARKER).unlink(missing_ok=True)  # left over if a run died right after finishing
         return root
-    ours = (root / MANIFEST).exists() or (root / MARKER).exists()
-    stale = [root / s for s in SPLITS if (root / s).exists()]
-    if not ours and any(any(d.rglob("*")) for d in stale):
-        raise DatasetError(
-            f"{root} already holds {', '.join(d.name for d in stale)} without"
-            f" a {MANIFEST}: not overwriting data this generator did not write"
-        )
-    root.mkdir(parents=True, exist_ok=True)
-    (root / MARKER).touch()  # from here on, the split folders are ours to delete after a crash
-    (root / MANIFEST).unlink(missing_ok=True)
-    for folder in stale:
-        shutil.rmtree(folder)
-
-    jobs = [
-        (s, c, i)
-        for s, n in enumerate(counts.values())
-        for c in (0, 1)
-        for i in range((n + 1 - c) // 2)
-    ]
-    with Progress(transient=True) as progress:
-        task = progress.add_task(f"Synthetic faces -> {root}", total=len(jobs))
-        for s, c, i in jobs:
-            folder = root / SPLITS[s] / CLASSES[c]
-            if i == 0:
-                folder.mkdir(parents=True)
-            pixels = render_image(seed, s, c, i, image_size)
-            Image.fromarray(pixels, "RGB").save(folder / f"{i:05d}.jpg", quality=quality)
-            progress.advance(task)
-
+    _clear(root)
+    _write_images(root, counts, seed, image_size, quality)
     tmp = root / (MANIFEST + ".tmp")  # write then rename, so a manifest is never half-written
     tmp.write_text(json.dumps(manifest, indent=2) + "\n")
     os.replace(tmp, root / MANIFEST)

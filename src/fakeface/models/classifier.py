@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import logging
 import math
 from collections.abc import Callable
@@ -18,6 +17,13 @@ from torch import nn
 from fakeface.errors import ConfigError
 from fakeface.evaluation.plots import confusion_figure
 from fakeface.models.nets import SeedCNN
+from fakeface.models.precise_bn import (
+    check_precise_bn,
+    legacy_precise_bn,
+    precise_bn_batches,
+    recalibrate_batchnorm,
+)
+from fakeface.models.steps import COMPILE_MODES, CompiledOrEager, training_outputs
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +31,6 @@ CLASS_NAMES = ("fake", "real")  # ImageFolder order: alphabetical, fake=0, real=
 MAX_MISCLASSIFIED = 64  # test images kept for the TensorBoard grid
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULERS = ("plateau", "cosine", "onecycle", "none")
-COMPILE_MODES = (None, "default", "reduce-overhead", "cuda-graphs")
 
 
 def build_net(arch: str, image_size: int, num_classes: int = 2) -> nn.Module:
@@ -56,227 +61,6 @@ def _metrics(stage: str) -> torchmetrics.MetricCollection:
         },
         prefix=f"{stage}/",
     )
-
-
-def check_precise_bn(batches: int | None, share: float) -> None:
-    """ConfigError unless `batches` is null or a whole number >= 0 and `share` is in [0, 1]."""
-    if batches is not None and (
-        isinstance(batches, bool) or not isinstance(batches, int) or batches < 0
-    ):
-        raise ConfigError(
-            f"model.precise_bn_batches={batches!r}: give a whole number of training batches "
-            "(e.g. 50; 0 = off), or null to use model.precise_bn_share"
-        )
-    if isinstance(share, bool) or not isinstance(share, int | float) or not 0 <= share <= 1:
-        raise ConfigError(
-            f"model.precise_bn_share={share!r}: give a share of the epoch's training batches "
-            "in [0, 1] (e.g. 0.02; 0 = off, 1 = the whole epoch)"
-        )
-
-
-def legacy_precise_bn(setting: int | float) -> tuple[int | None, float]:
-    """(precise_bn_batches, precise_bn_share) for the former `bn_recalibration_batches`, where
-    an int counted batches and a float was a share (older checkpoints carry it)."""
-    log.warning(
-        "model.bn_recalibration_batches=%r is the former spelling: use model.precise_bn_batches"
-        " (a number of batches) or model.precise_bn_share (a share of the epoch)",
-        setting,
-    )
-    if isinstance(setting, float):
-        return None, setting
-    return setting, 0.0
-
-
-# A share never averages over fewer batches than this (or than the whole epoch, if shorter):
-# statistics from a few hundred images are noisy enough to swing the eval-mode accuracy.
-MIN_PRECISE_BN_BATCHES = 16
-
-
-def precise_bn_batches(batches: int | None, share: float, epoch_batches: float) -> int:
-    """Training batches precise BN averages over: `batches` if set; else `share` of the epoch
-    rounded up, at least MIN_PRECISE_BN_BATCHES (or the whole epoch if shorter; 50 if its
-    length is unknown); 0 when both are 0."""
-    if batches is not None:
-        return batches
-    if share == 0:
-        return 0
-    if not math.isfinite(epoch_batches):
-        return 50
-    return min(int(epoch_batches), max(MIN_PRECISE_BN_BATCHES, math.ceil(share * epoch_batches)))
-
-
-@torch.no_grad()
-def recalibrate_batchnorm(
-    module: L.LightningModule, trainer: L.Trainer, batches: int, step_size: int | None = None
-) -> None:
-    """Set every BatchNorm's running mean/var to their average over `batches` training batches
-    (of `step_size` images each if given: the loader's batches split as the training step
-    splits them, so the statistics are those of the same run at data.batch_size=step_size).
-
-    Why: the original CNN puts ReLU before BatchNorm, and its running averages trail the weights
-    by a few dozen steps; the model then separates classes only within a batch, and its eval-mode
-    accuracy dropped to 50% at random epochs. Statistics taken at the final weights, with dropout
-    off as at inference, fix that for under 1% of an epoch's compute on 100k images.
-    """
-    norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    if batches <= 0 or not norms:
-        return
-    momenta = [m.momentum for m in norms]
-    for m in norms:
-        m.reset_running_stats()
-        m.momentum = None  # cumulative average over the batches below
-        m.train()  # batch statistics for BN only; the rest (dropout) stays in eval mode
-    try:
-        images = (
-            x
-            for batch in trainer.train_dataloader
-            for x in (batch[0].split(step_size) if step_size else (batch[0],))
-        )
-        with trainer.precision_plugin.forward_context():
-            for x in itertools.islice(images, batches):  # draws no loader batch beyond these
-                module(x.to(module.device, non_blocking=True))
-    finally:
-        for m, momentum in zip(norms, momenta, strict=True):
-            m.momentum = momentum
-            m.eval()
-    if trainer.world_size > 1:  # every rank saw its own shard: agree on one set of statistics
-        for m in norms:
-            m.running_mean.copy_(trainer.strategy.reduce(m.running_mean, reduce_op="mean"))
-            m.running_var.copy_(trainer.strategy.reduce(m.running_var, reduce_op="mean"))
-
-
-class TrainOutputs(nn.Module):
-    """The training step's tensor work, what `model.compile` compiles: (x, y) -> (loss, acc).
-
-    Holds the classifier's own `net` (shared, not copied) and is kept out of the classifier's
-    submodules, so checkpoints hold the same keys with or without compilation.
-    """
-
-    def __init__(self, net: nn.Module, label_smoothing: float, channels_last: bool) -> None:
-        super().__init__()
-        self.net, self.label_smoothing, self.channels_last = net, label_smoothing, channels_last
-
-    def forward(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        # x: N x 3 x H x W in [0, 1], y: N class ids -> mean cross-entropy, batch accuracy
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        logits = self.net(x)
-        loss = F.cross_entropy(logits, y, label_smoothing=self.label_smoothing)
-        acc = (logits.argmax(1) == y).float().mean()
-        return loss, acc
-
-
-def first_line(err: Exception) -> str:
-    """`Type: first line of the message` (compiler and CUDA errors run to pages)."""
-    text = str(err).strip()
-    return f"{type(err).__name__}: {text.splitlines()[0][:300] if text else ''}"
-
-
-class CompiledOrEager:
-    """Calls the compiled step; if compiling or running it fails (forward here, backward in
-    `CNNClassifier.backward`), logs once and uses the eager step from then on. A genuine error
-    then comes back from the eager step, unchanged."""
-
-    def __init__(self, compiled: Callable, eager: nn.Module, mode: str) -> None:
-        self.compiled: Callable | None = compiled
-        self.eager, self.mode = eager, mode
-        self.last: tuple[torch.Tensor, ...] = ()  # (x, y, loss) of the last compiled call
-
-    def fail(self, err: Exception) -> None:
-        log.warning(
-            "model.compile=%s failed (%s); training eagerly from here", self.mode, first_line(err)
-        )
-        self.compiled, self.last = None, ()
-
-    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.compiled is not None:
-            if self.mode == "reduce-overhead":  # a new iteration: CUDA-graph outputs may be reused
-                torch.compiler.cudagraph_mark_step_begin()
-            try:
-                loss, acc = self.compiled(x, y)
-                self.last = (x, y, loss)
-                return loss, acc
-            except Exception as err:  # noqa: BLE001 (any compiler failure: train on, eagerly)
-                self.fail(err)
-        return self.eager(x, y)
-
-
-class GraphedStep:
-    """model.compile=cuda-graphs: the step's forward and backward replayed from two CUDA graphs
-    (`torch.cuda.make_graphed_callables`), captured on the first batch, without torch.compile.
-
-    Each step is then two replays and the input copies, with less Python around them than
-    `reduce-overhead` spends on Dynamo's guards and its graph bookkeeping (not yet measured on a
-    GPU). Batches of another shape (an epoch's last, shorter one) run eagerly. The optimizer step
-    stays eager (one fused kernel), so Lightning's optimization, schedules and step counting are
-    untouched. The backward graph writes the same gradient buffers at every replay, so gradients
-    must be set to None before each step (zero_grad's default; no accumulation). If capturing
-    fails, that is logged once and the run trains eagerly.
-    """
-
-    def __init__(self, eager: TrainOutputs) -> None:
-        self.eager = eager
-        self.graphed: Callable | None = None
-        self.shape: torch.Size | None = None  # the captured batch shape; None: not captured yet
-
-    def capture(self, x: torch.Tensor, y: torch.Tensor) -> None:
-        self.shape = x.shape
-        # The capture's warm-up passes run the net in training mode: keep BatchNorm's running
-        # statistics as they were, so the first replay is the run's first update of them.
-        saved = [b.clone() for b in self.eager.buffers()]
-        # A module of its own to graph (make_graphed_callables patches its forward): the eager
-        # one stays as it is for the batches of other shapes.
-        module = TrainOutputs(self.eager.net, self.eager.label_smoothing, self.eager.channels_last)
-        try:  # capture needs autocast's weight cache off; the replays need no autocast at all
-            with torch.autocast(
-                "cuda",
-                dtype=torch.get_autocast_dtype("cuda"),
-                enabled=torch.is_autocast_enabled("cuda"),
-                cache_enabled=False,
-            ):
-                self.graphed = torch.cuda.make_graphed_callables(module, (x.clone(), y.clone()))
-        except Exception as err:  # noqa: BLE001 (any capture failure: train on, eagerly)
-            log.warning(
-                "model.compile=cuda-graphs: capturing the step failed (%s); training eagerly",
-                first_line(err),
-            )
-        with torch.no_grad():
-            for buffer, value in zip(self.eager.buffers(), saved, strict=True):
-                buffer.copy_(value)
-
-    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.shape is None:
-            self.capture(x, y)
-        if self.graphed is None or x.shape != self.shape:
-            return self.eager(x, y)
-        loss, acc = self.graphed(x, y)
-        # The graph's own outputs change at the next replay. (acc is a graph output too, so
-        # autograd marks it as differentiable: detach it, as the eager step's is.)
-        return loss.clone(), acc.detach().clone()
-
-
-def training_outputs(net: nn.Module, mode: str | None, device: torch.device, **kwargs) -> Callable:
-    """The training step's (x, y) -> (loss, acc) for `model.compile=mode` on `device`.
-
-    `reduce-overhead` captures the forward and backward in CUDA graphs (torch.compile's
-    cudagraph trees), `cuda-graphs` captures them without compiling (`GraphedStep`): one launch
-    instead of dozens per step, which is what bounds a small CNN at batch 32 on a GPU. Without
-    CUDA both fall back to eager, logged once.
-    """
-    eager = TrainOutputs(net, **kwargs)
-    if mode is None:
-        return eager
-    if mode in ("reduce-overhead", "cuda-graphs") and device.type != "cuda":
-        log.warning(
-            "model.compile=%s captures CUDA graphs and this run is on %s: training eagerly "
-            "(use model.compile=default to compile without CUDA graphs)",
-            mode, device.type,
-        )  # fmt: skip
-        return eager
-    if mode == "cuda-graphs":
-        return GraphedStep(eager)
-    # dynamic=False: one graph per batch shape (the epoch's last, shorter batch gets its own)
-    return CompiledOrEager(torch.compile(eager, mode=mode, dynamic=False), eager, mode)
 
 
 class CNNClassifier(L.LightningModule):
