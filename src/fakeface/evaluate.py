@@ -3,9 +3,11 @@
     python -m fakeface.evaluate classifier=<classifier.ts> data.root=<140k root> [split=test]
         [threshold=0.5|auto] [tta=true] [robustness=true]
     python -m fakeface.evaluate classifier=<run>/classifier.ts data=folder data.root=<folder>
+    python -m fakeface.evaluate classifier=<ts> data=folder "groups={sg3: <folder>/fake}" robustness=history
 
 Writes report.md, report.json, predictions.csv, roc.png, reliability.png, confusion.png (and
-robustness.png) into the run directory. The positive class is `fake`: ROC-AUC and average
+robustness.png) into the run directory, with a row per generator, per real source and per
+(generator, real source) pair (fakeface.evaluation.groups). The positive class is `fake`: ROC-AUC and average
 precision rank images by p_fake, and an image is called fake when p_fake >= threshold.
 """
 
