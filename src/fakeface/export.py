@@ -1,42 +1,53 @@
-"""Export a trained classifier to TorchScript with its contract inside.
+"""Export a trained classifier to TorchScript and/or ONNX with its contract inside.
 
     python -m fakeface.export ckpt=<cnn.ckpt>      # -> <run dir>/classifier.ts (or out=<folder>)
+    python -m fakeface.export ckpt=<cnn.ckpt> "format=[ts,onnx,int8]" calib=<run>/split.csv
     python -m fakeface.export "members=[<a.ts>,<b.ts>,<c.ts>]"   # one file: their mean
 
-The work is done by `fakeface.deploy.export`; this module is the command line.
+The work is done by `fakeface.deploy.export` and `fakeface.deploy.formats`; this is the command line.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from fakeface.cli import hydra_main
-from fakeface.deploy.export import export_checkpoint, export_ensemble
+from fakeface.deploy.export import export_ensemble, load_checkpoint
+from fakeface.deploy.formats import FILES, describe, export_formats, parse_formats
 from fakeface.deploy.modelfile import load_classifier
 from fakeface.errors import ConfigError
 
 
 @hydra_main("export")
-def main(cfg: DictConfig) -> str:
-    """CLI: export `cfg.ckpt` (or average `cfg.members`) to <out>/classifier.ts."""
-    out = Path(cfg.out) / "classifier.ts"
+def main(cfg: DictConfig) -> list[str]:
+    """CLI: export `cfg.ckpt` in each of `cfg.format` (or average `cfg.members`) into <out>/."""
+    out = Path(cfg.out)
+    formats = parse_formats(OmegaConf.to_container(cfg, resolve=True)["format"])
     if cfg.members and cfg.ckpt:
         raise ConfigError("give either ckpt=<cnn.ckpt> or members=[a.ts,b.ts], not both")
     if cfg.members:
-        path = export_ensemble([str(m) for m in cfg.members], out)
+        if formats != ["ts"]:
+            raise ConfigError(f"format={formats}: an ensemble is written as TorchScript (ts) only")
+        paths = [export_ensemble([str(m) for m in cfg.members], out / FILES["ts"])]
     elif cfg.ckpt:
-        path = export_checkpoint(cfg.ckpt, out, cfg.temperature)
+        module = load_checkpoint(cfg.ckpt)
+        written = export_formats(
+            module,
+            out,
+            formats,
+            calib=cfg.calib,
+            calib_images=cfg.calib_images,
+            source=Path(cfg.ckpt).resolve(),
+            temperature=cfg.temperature,
+        )
+        paths = list(written.values())
     else:
         raise ConfigError("give the checkpoint: python -m fakeface.export ckpt=<cnn.ckpt>")
-    _, info = load_classifier(path)
-    print(
-        f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB): {info.arch}, "
-        f"{info.image_size}x{info.image_size} RGB in [0,1] -> {list(info.class_names)} probabilities"
-        f", temperature {info.temperature:.3g}"
-    )
-    return str(path)
+    for path in paths:
+        print(describe(path, load_classifier(path)[1]))
+    return [str(path) for path in paths]
 
 
 if __name__ == "__main__":

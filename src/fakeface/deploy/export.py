@@ -1,10 +1,12 @@
-"""Export a trained classifier (or an ensemble) to TorchScript with its contract inside.
+"""Export a trained classifier (or an ensemble) to TorchScript and/or ONNX, contract inside.
 
     python -m fakeface.export ckpt=<cnn.ckpt>      # -> <run dir>/classifier.ts (or out=<folder>)
+    python -m fakeface.export ckpt=<cnn.ckpt> format=[ts,onnx,int8] calib=<run>/split.csv
     python -m fakeface.export "members=[<a.ts>,<b.ts>,<c.ts>]"   # one file: their mean
 
-The file takes float32 NCHW RGB in [0, 1] at the training image size (any batch size) and returns
-probabilities [p_fake, p_real]; `fakeface.json` inside it says so (see `fakeface.deploy.modelfile`).
+Each file takes float32 NCHW RGB in [0, 1] at the training image size (any batch size) and
+returns probabilities [p_fake, p_real]; `fakeface.json` inside it says so (see
+`fakeface.deploy.modelfile`; ONNX: `fakeface.deploy.onnxfile`).
 """
 
 from __future__ import annotations
@@ -53,14 +55,15 @@ def export_classifier(
     temperature: float = 1.0,
     calibration: dict | None = None,
 ) -> Path:
-    """Trace `model` (a CNNClassifier or a plain logits net) to a fakeface TorchScript file.
+    """Write `model` (a CNNClassifier or a plain logits net) to a fakeface classifier file:
+    TorchScript for a `.ts` path, ONNX (fp32) for a `.onnx` path.
 
     The model is copied, so the caller's module keeps its device, dtype and training mode.
 
     Args:
         model: a LightningModule with `.net` and `.hparams` (CNNClassifier), or any nn.Module
             mapping N x 3 x S x S in [0, 1] to N x classes logits.
-        out_path: the `.ts` file to write (parent folders are created).
+        out_path: the `.ts` or `.onnx` file to write (parent folders are created).
         image_size: input side S; default `model.hparams.image_size`.
         source: the checkpoint it comes from (recorded in the metadata).
         arch: architecture name; default `model.hparams.arch`, else the class name.
@@ -87,51 +90,70 @@ def export_classifier(
         calibration=dict(calibration or {}),
     )
     wrapper = Probabilities(copy.deepcopy(net).to("cpu", torch.float32), temperature).eval()
-
     out_path = Path(out_path)
+    if out_path.suffix not in (".ts", ".onnx"):
+        raise ConfigError(f"{out_path}: name the file .ts (TorchScript) or .onnx (ONNX)")
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    partial = out_path.with_name(out_path.name + ".partial")  # never leave a half-written model
-    generator = torch.Generator().manual_seed(0)
-    example = torch.rand(2, 3, info.image_size, info.image_size, generator=generator)
+    if out_path.suffix == ".onnx":
+        from fakeface.deploy.onnxfile import save_onnx
+
+        save_onnx(wrapper, out_path, info.image_size, info.to_json())
+    else:
+        save_torchscript(wrapper, out_path, info)
+    check_file(out_path, wrapper, info.image_size)
+    return out_path
+
+
+def save_torchscript(wrapper: nn.Module, out_path: Path, info: ClassifierInfo) -> None:
+    """Trace `wrapper` and save it with the metadata, via a .partial file (never half-written)."""
+    partial = out_path.with_name(out_path.name + ".partial")
+    example = torch.rand(2, 3, info.image_size, info.image_size)
     with quiet_torchscript(), torch.no_grad():
         traced = torch.jit.trace(wrapper, example)
         torch.jit.save(traced, str(partial), _extra_files={META_FILE: info.to_json()})
     partial.replace(out_path)
 
-    # Read the file back and check it on a batch of another size against the eager model.
-    loaded, _ = load_classifier(out_path)
-    check = torch.rand(3, 3, info.image_size, info.image_size, generator=generator)
+
+def check_file(path: Path, wrapper: nn.Module, image_size: int) -> None:
+    """Read the file back and check it on a batch of another size against the eager model."""
+    loaded, _ = load_classifier(path)
+    generator = torch.Generator().manual_seed(0)
+    check = torch.rand(3, 3, image_size, image_size, generator=generator)
     with torch.no_grad():
         expected, got = wrapper(check), loaded(check)
     if got.shape != expected.shape or not torch.allclose(got, expected, atol=1e-5):
-        out_path.unlink()
+        path.unlink()
         raise ModelFileError(
-            f"the traced {info.arch} does not reproduce the eager model (max difference "
+            f"the exported {path.name} does not reproduce the eager model (max difference "
             f"{(got - expected).abs().max():.2e}); it may have input-dependent control flow"
         )
-    return out_path
 
 
-def export_checkpoint(
-    ckpt: str | Path, out_path: str | Path = "classifier.ts", temperature: float = 1.0
-) -> Path:
-    """Load a CNNClassifier checkpoint (no Hydra needed) and export it to `out_path`."""
+def load_checkpoint(ckpt: str | Path) -> nn.Module:
+    """A CNNClassifier from its training checkpoint, on the CPU (no Hydra needed)."""
     ckpt = Path(ckpt)
     if not ckpt.is_file():
         raise ModelFileError(f"checkpoint {ckpt} not found (give ckpt=<path to a CNN .ckpt>)")
-    if ckpt.suffix == ".ts":
+    if ckpt.suffix in (".ts", ".onnx"):
         raise ModelFileError(f"{ckpt} is already an exported model; give the training .ckpt")
     from fakeface.models.classifier import CNNClassifier  # Lightning: only when exporting
 
     try:
-        module = CNNClassifier.load_from_checkpoint(ckpt, map_location="cpu")
+        return CNNClassifier.load_from_checkpoint(ckpt, map_location="cpu")
     except Exception as err:  # any failure here means "not a CNNClassifier checkpoint"
         first = (str(err).strip().splitlines() or [""])[0][:160]
         raise ModelFileError(
             f"{ckpt} is not a CNNClassifier checkpoint ({type(err).__name__}: {first}); "
             "export the .ckpt of a `experiment=cnn` run"
         ) from err
-    return export_classifier(module, out_path, source=ckpt.resolve(), temperature=temperature)
+
+
+def export_checkpoint(
+    ckpt: str | Path, out_path: str | Path = "classifier.ts", temperature: float = 1.0
+) -> Path:
+    """Load a CNNClassifier checkpoint and export it to `out_path` (.ts or .onnx)."""
+    module = load_checkpoint(ckpt)
+    return export_classifier(module, out_path, source=Path(ckpt).resolve(), temperature=temperature)
 
 
 class Ensemble(nn.Module):
@@ -157,6 +179,11 @@ def export_ensemble(members: Sequence[str | Path], out_path: str | Path) -> Path
             f"members={list(members)}: an ensemble needs at least two classifier files"
         )
     loaded = [load_classifier(path) for path in members]
+    for path, (model, _) in zip(members, loaded, strict=True):
+        if not isinstance(model, torch.jit.ScriptModule):
+            raise ConfigError(
+                f"members: {path} is not a TorchScript file; an ensemble averages .ts files"
+            )
     first = loaded[0][1]
     for path, (_, info) in zip(members, loaded, strict=True):
         if (info.image_size, info.class_names) != (first.image_size, first.class_names):

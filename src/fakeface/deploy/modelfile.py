@@ -1,4 +1,4 @@
-"""The exported classifier file (TorchScript + fakeface metadata): load it and run it fast.
+"""The exported classifier file (TorchScript or ONNX, with fakeface metadata): load it, run it fast.
 
 Only torch, the stdlib and two light fakeface modules (precision, cli) here: predict and the
 real-time loop import this module, and neither may pull in Lightning.
@@ -51,6 +51,7 @@ class ClassifierInfo:
     output: str = "probabilities N x len(class_names) (softmax of logits / temperature)"
     temperature: float = 1.0  # fitted on the validation split (calibration); 1 = none
     calibration: dict = field(default_factory=dict)  # how it was fitted: split, images, ECE, NLL
+    quantization: dict = field(default_factory=dict)  # int8 files: how, on which images; else {}
     torch_version: str = ""
     fakeface_version: str = ""
     format: str = FORMAT
@@ -71,7 +72,7 @@ class ClassifierInfo:
             ) from err
         if not isinstance(raw, dict) or raw.get("format") != FORMAT:
             raise ModelFileError(
-                f"{path} is a TorchScript file but not a fakeface classifier (no '{FORMAT}' "
+                f"{path} is a model file but not a fakeface classifier (no '{FORMAT}' "
                 f"marker in {META_FILE}); export one with: python -m fakeface.export ckpt=<cnn.ckpt>"
             )
         if raw.get("format_version") != FORMAT_VERSION:
@@ -96,12 +97,17 @@ class ClassifierInfo:
 
 def load_classifier(
     path: str | Path, device: str | torch.device = "cpu"
-) -> tuple[torch.jit.ScriptModule, ClassifierInfo]:
+) -> tuple[torch.nn.Module, ClassifierInfo]:
     """Load an exported classifier and its metadata; ModelFileError (one line) if unusable.
 
+    The file's bytes decide how: a TorchScript zip (`.ts`) loads into torch, an ONNX protobuf
+    (`.onnx`, fp32 or int8) into ONNX Runtime (the `onnx` extra). Both return a module with the
+    same call: N x 3 x S x S float in [0, 1] -> N x classes probabilities.
+
     Args:
-        path: a `.ts` file written by `fakeface.export`.
-        device: where to map the weights (the file holds fp32 CPU weights).
+        path: a file written by `fakeface.export`.
+        device: where to map the weights (the file holds fp32 CPU weights); ONNX files run on
+            the CPU only.
     """
     path = Path(path)
     if torch.device(device).type == "cuda" and not torch.cuda.is_available():
@@ -110,6 +116,31 @@ def load_classifier(
         raise ModelFileError(
             f"model file {path} not found; export one with: python -m fakeface.export ckpt=<cnn.ckpt>"
         )
+    with path.open("rb") as f:
+        head = f.read(4)
+    if head.startswith(b"PK"):  # a zip archive: TorchScript
+        model, meta = _load_torchscript(path, device)
+    elif head[:1] == b"\x08":  # protobuf field 1 (ir_version), a varint: how ONNX files begin
+        if torch.device(device).type != "cpu":
+            raise ConfigError(f"device={device}: {path} is an ONNX file, which runs on the CPU")
+        from fakeface.deploy.onnxfile import load_onnx
+
+        model, meta = load_onnx(path)
+    else:
+        raise ModelFileError(
+            f"{path} is not a readable TorchScript or ONNX file (neither header); "
+            "export one with: python -m fakeface.export ckpt=<cnn.ckpt>"
+        )
+    if not meta:
+        raise ModelFileError(
+            f"{path} is a model file but not a fakeface classifier (no {META_FILE} inside); "
+            "export one with: python -m fakeface.export ckpt=<cnn.ckpt>"
+        )
+    return model.eval(), ClassifierInfo.from_json(meta, path)
+
+
+def _load_torchscript(path: Path, device: str | torch.device) -> tuple[torch.nn.Module, str]:
+    """A TorchScript file and its metadata text ("" when it has none)."""
     extra = {META_FILE: ""}
     try:
         with quiet_torchscript():
@@ -120,13 +151,7 @@ def load_classifier(
             f"{path} is not a readable TorchScript file ({first[:120]}); "
             "re-export it with: python -m fakeface.export ckpt=<cnn.ckpt>"
         ) from err
-    if not extra[META_FILE]:
-        raise ModelFileError(
-            f"{path} is a TorchScript file but not a fakeface classifier (no {META_FILE} inside); "
-            "export one with: python -m fakeface.export ckpt=<cnn.ckpt>"
-        )
-    info = ClassifierInfo.from_json(extra[META_FILE], path)
-    return model.eval(), info
+    return model, extra[META_FILE]
 
 
 def fast_dtype(device: str | torch.device = "cpu") -> torch.dtype | None:
