@@ -27,7 +27,12 @@ def test_inspect_finds_duplicates_unreadable_files_and_modes(tmp_path: Path) -> 
     Image.new("L", (40, 30), 90).save(root / "test" / "real" / "gray.jpg")
 
     out = tmp_path / "report"
-    overrides = [f"data.root={root}", f"paths.root_dir={tmp_path}", f"out={out}", "workers=0"]
+    overrides = [
+        f"data.root={root}",
+        f"paths.root_dir={tmp_path}",
+        f"out={out}",
+        "data.num_workers=0",
+    ]
     console = Console(record=True, width=200)
     summary = inspect_dataset(compose("inspect", overrides), console)
 
@@ -65,7 +70,7 @@ def test_inspect_cli_generates_and_reports_the_synthetic_set(tmp_path: Path) -> 
         "data.synthetic.n_test=2",
         "data.synthetic.image_size=64",
         f"paths.root_dir={tmp_path}",
-        "workers=0",
+        "data.num_workers=0",
     ]
     result = run_cli(command, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]

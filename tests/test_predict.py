@@ -120,7 +120,7 @@ def test_find_images_glob_and_errors(images: Path, tmp_path: Path) -> None:
 def test_cli_writes_csv_and_summary(model_file: Path, images: Path, tmp_path: Path) -> None:
     run = run_cli(
         [sys.executable, "-m", "fakeface.predict", f"classifier={model_file}", f"input={images}",
-         "batch_size=4", "detect=true", "num_workers=0"],
+         "batch_size=4", "detect=true", "data.num_workers=0"],
         cwd=tmp_path, env={**os.environ, "COLUMNS": "200"},
     )  # fmt: skip
     assert run.returncode == 0, run.stderr

@@ -4,6 +4,12 @@ from pathlib import Path
 
 __version__ = "0.1.0"
 
+# The two classes in torchvision ImageFolder's (alphabetical) order: label 0 = fake, 1 = real, and
+# the order of every classifier's outputs [p_fake, p_real]. Defined here, once, for every layer.
+CLASS_NAMES = ("fake", "real")
+# The split folders of the 140k layout, root/{train,valid,test}/<class>/ (data=synthetic too).
+SPLITS = ("train", "valid", "test")
+
 
 def conf_dir() -> Path:
     """The Hydra config folder: packaged inside fakeface by a wheel, else the checkout's conf/."""

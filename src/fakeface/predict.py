@@ -103,7 +103,7 @@ def main(cfg: DictConfig) -> str:
         batch_size=cfg.batch_size,
         tta=cfg.tta,
         dtype=precision_dtype(cfg.precision, cfg.device),
-        num_workers=cfg.num_workers,
+        num_workers=cfg.data.num_workers,
         progress="predict",
     )
     out = Path(cfg.out) / "predictions.csv"

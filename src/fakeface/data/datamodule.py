@@ -11,6 +11,7 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from fakeface import SPLITS
 from fakeface.data.augment import check_augment
 from fakeface.data.cache import (
     CACHE_AUGMENTS,
@@ -21,7 +22,6 @@ from fakeface.data.cache import (
 )
 from fakeface.data.dataset import FaceDataset, Tracked, collate_tracked
 from fakeface.data.index import (
-    SPLITS,
     concat_sources,
     folder_list,
     index_split,

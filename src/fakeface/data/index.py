@@ -8,10 +8,9 @@ import numpy as np
 import pandas as pd
 from torchvision.datasets.folder import find_classes
 
+from fakeface import SPLITS
 from fakeface.errors import DatasetError
 from fakeface.preprocess import is_image
-
-SPLITS = ("train", "valid", "test")
 
 
 def missing_root_message(root: Path) -> str:

@@ -172,7 +172,7 @@ def inspect_dataset(cfg: DictConfig, console: Console | None = None) -> dict[str
     splits = tuple(s for s in cfg.splits if (root / s).is_dir()) or tuple(cfg.splits)
     classes = list(cfg.data.classes) if cfg.data.get("classes") else None
     frame = build_index(root, splits, classes)
-    details = read_all(frame["image_path"].tolist(), cfg.decode, cfg.workers)
+    details = read_all(frame["image_path"].tolist(), cfg.decode, cfg.data.num_workers)
     frame = pd.concat([frame, details], axis=1)
 
     out = Path(cfg.out)

@@ -22,11 +22,10 @@ from omegaconf import DictConfig
 from PIL import Image
 from rich.progress import Progress
 
+from fakeface import CLASS_NAMES, SPLITS
 from fakeface.cli import hydra_main
 from fakeface.errors import ConfigError, DatasetError
 
-SPLITS = ("train", "valid", "test")
-CLASSES = ("fake", "real")  # sorted, like ImageFolder's class indices
 MANIFEST = "synthetic.json"
 MARKER = ".synthetic-incomplete"  # exists only while a generation is in progress
 VERSION = 1  # bump when the renderer changes, so old datasets get regenerated
@@ -175,7 +174,7 @@ def render_image(seed: int, split: int, cls: int, index: int, size: int = 256) -
     """Render one dataset image (cls 0 = fake, 1 = real) as a size x size x 3 uint8 RGB array."""
     rng = np.random.default_rng([seed, split, cls, index])
     p = _face_params(rng)
-    if CLASSES[cls] == "real":
+    if CLASS_NAMES[cls] == "real":
         img = _render(p, size)
         blur = rng.uniform(0.0, 2.2)  # defocus, in pixels at full size
         if blur > 0.3:
@@ -252,7 +251,7 @@ def _write_images(
     with Progress(transient=True) as progress:
         task = progress.add_task(f"Synthetic faces -> {root}", total=len(jobs))
         for s, c, i in jobs:
-            folder = root / SPLITS[s] / CLASSES[c]
+            folder = root / SPLITS[s] / CLASS_NAMES[c]
             if i == 0:
                 folder.mkdir(parents=True)
             pixels = render_image(seed, s, c, i, image_size)

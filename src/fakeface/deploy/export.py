@@ -27,8 +27,6 @@ from fakeface.deploy.modelfile import (
 )
 from fakeface.errors import ConfigError, ModelFileError
 
-DEFAULT_CLASS_NAMES = ("fake", "real")
-
 
 class Probabilities(nn.Module):
     """A logits network, its calibration temperature, then a softmax in fp32: the file's forward."""
@@ -67,7 +65,7 @@ def export_classifier(
         image_size: input side S; default `model.hparams.image_size`.
         source: the checkpoint it comes from (recorded in the metadata).
         arch: architecture name; default `model.hparams.arch`, else the class name.
-        class_names: output order; default `model.class_names`, else ("fake", "real").
+        class_names: output order; default `model.class_names`, else fakeface.CLASS_NAMES.
         temperature: the file divides the logits by it before the softmax (`fit_temperature`);
             1 leaves them as trained.
         calibration: how the temperature was fitted, for the metadata.
@@ -81,7 +79,7 @@ def export_classifier(
         raise ModelFileError("image_size is unknown: pass export_classifier(..., image_size=128)")
     info = ClassifierInfo(
         image_size=int(image_size),
-        class_names=tuple(class_names or getattr(model, "class_names", DEFAULT_CLASS_NAMES)),
+        class_names=tuple(class_names or getattr(model, "class_names", fakeface.CLASS_NAMES)),
         arch=arch or hparams.get("arch", type(net).__name__),
         source=str(source),
         torch_version=torch.__version__,

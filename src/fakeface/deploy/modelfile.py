@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from fakeface import CLASS_NAMES
 from fakeface.errors import ConfigError, ModelFileError
 from fakeface.precision import bf16_supported
 
@@ -43,7 +44,7 @@ class ClassifierInfo:
     """The contract carried inside an exported classifier file (`fakeface.json`)."""
 
     image_size: int
-    class_names: tuple[str, ...] = ("fake", "real")
+    class_names: tuple[str, ...] = CLASS_NAMES
     arch: str = "seed_cnn"
     source: str = ""  # the checkpoint it was exported from
     scaling: str = "1/255"

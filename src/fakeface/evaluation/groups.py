@@ -16,12 +16,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from fakeface import CLASS_NAMES
 from fakeface.errors import ConfigError
 from fakeface.evaluation.metrics import POSITIVE, binary_metrics
 from fakeface.preprocess import is_image
 
 CONFIDENT = 0.2  # "confidently wrong": a fake with p_fake < 0.2, a real with p_fake > 0.8
-CLASSES = (POSITIVE, "real")
+CLASSES = CLASS_NAMES
 
 
 def _class_folders(name: str, folder: Path) -> list[tuple[str, Path]]:

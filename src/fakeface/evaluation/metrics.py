@@ -20,7 +20,10 @@ from torchmetrics.functional.classification import (
     multiclass_recall,
 )
 
-POSITIVE = "fake"  # the class ROC-AUC / AP treat as positive: the detector flags generated faces
+from fakeface import CLASS_NAMES
+
+# The class ROC-AUC / AP treat as positive ("fake"): the detector flags generated faces.
+POSITIVE = CLASS_NAMES[0]
 HEADLINE = ("accuracy", "balanced_accuracy", "roc_auc", "average_precision", "ece")
 
 
@@ -30,7 +33,7 @@ def binary_metrics(
     threshold: float = 0.5,
     *,
     n_bins: int = 15,
-    names: tuple[str, str] = (POSITIVE, "real"),
+    names: tuple[str, str] = CLASS_NAMES,
 ) -> dict[str, Any]:
     """Accuracy, per-class precision/recall/F1, ROC-AUC, AP, ECE and the confusion matrix.
 

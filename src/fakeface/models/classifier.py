@@ -14,6 +14,7 @@ import torchvision
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch import nn
 
+from fakeface import CLASS_NAMES
 from fakeface.errors import ConfigError
 from fakeface.evaluation.plots import confusion_figure
 from fakeface.models.nets import SeedCNN
@@ -27,7 +28,6 @@ from fakeface.models.steps import COMPILE_MODES, CompiledOrEager, training_outpu
 
 log = logging.getLogger(__name__)
 
-CLASS_NAMES = ("fake", "real")  # ImageFolder order: alphabetical, fake=0, real=1
 MAX_MISCLASSIFIED = 64  # test images kept for the TensorBoard grid
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULERS = ("plateau", "cosine", "onecycle", "none")
