@@ -65,7 +65,7 @@ def test_bench_measures_every_section_and_writes_bench_json(tmp_path: Path) -> N
 def test_gpu_epoch_rows_add_the_large_batch_whole_and_split(tmp_path: Path) -> None:
     """On a GPU the real-epoch rows also run loader batches of bench.epoch_gpu_batch_size, as
     one optimizer step each and split into steps of data.batch_size (run here on the CPU)."""
-    from fakeface.bench.suite import bench_train
+    from fakeface.bench.train import bench_train
 
     root = make_face_folder(tmp_path / "faces", per_class=8, size=64)
     cfg = compose(
@@ -95,7 +95,7 @@ def test_gpu_epoch_rows_add_the_large_batch_whole_and_split(tmp_path: Path) -> N
 
 
 def test_detect_recall_arithmetic_on_hand_made_boxes(tmp_path: Path) -> None:
-    from fakeface.bench.suite import box_iou, match_faces, read_annotations
+    from fakeface.evaluation.detection import box_iou, match_faces, read_annotations
 
     assert box_iou([0, 0, 10, 10], [5, 0, 10, 10])[0, 0] == pytest.approx(50 / 150)
     assert box_iou([0, 0, 10, 10], [20, 20, 5, 5])[0, 0] == 0.0

@@ -48,7 +48,7 @@ def one_thread():
 
 
 def iou(a: np.ndarray, b: np.ndarray) -> float:
-    from fakeface.bench.suite import box_iou
+    from fakeface.evaluation.detection import box_iou
 
     return float(box_iou(a, b)[0, 0])
 

@@ -76,7 +76,7 @@ def test_no_import_cycle() -> None:
 
 
 def test_predict_evaluate_and_bench_share_one_scoring_function() -> None:
-    for name in ("fakeface.predict", "fakeface.evaluate", "fakeface.bench.suite"):
+    for name in ("fakeface.predict", "fakeface.evaluate", "fakeface.bench.export"):
         assert "score_files(" in MODULES[name].read_text(), name
     loaders = [n for n, p in MODULES.items() if "DataLoader(" in p.read_text()]
     assert "fakeface.predict" not in loaders and "fakeface.evaluate" not in loaders

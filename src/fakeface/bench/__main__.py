@@ -1,7 +1,7 @@
 """Benchmarks: python -m fakeface.bench [sections=[data,train,export,dcgan,realtime]]
 
 Prints a table and writes bench.json (with the machine's facts) into the run directory; the
-sections are measured by `fakeface.bench.suite`.
+sections are run by `fakeface.bench.suite`, one module per section in this package.
 """
 
 from __future__ import annotations
