@@ -159,6 +159,7 @@ def test_folder_without_root_says_pass_data_root(tmp_path: Path) -> None:
     FaceDataModule(root=None, layout="folder", split_file=str(split))
 
 
+@pytest.mark.slow
 def test_folder_without_root_cli_prints_one_line(tmp_path: Path) -> None:
     run = run_cli(
         [sys.executable, "-m", "fakeface.train", "data=folder", f"paths.root_dir={tmp_path}"],

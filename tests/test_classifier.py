@@ -105,6 +105,7 @@ def test_export_round_trip_carries_architecture_and_image_size(tmp_path: Path) -
     torch.testing.assert_close(classify(loaded, x), expected, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_experiment_detector_trains_and_exports_its_final_weights(tmp_path: Path) -> None:
     from conftest import compose, make_face_folder
     from fakeface.train import train
@@ -189,6 +190,7 @@ def test_checkpoints_with_the_former_bn_recalibration_key_still_load(
     assert precise_bn_batches(batches, share, 100) == {10: 10, 0: 0, 0.02: 16, 1.0: 100}[old]
 
 
+@pytest.mark.slow
 def test_precise_bn_share_reestimates_over_that_share_in_a_fit(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:

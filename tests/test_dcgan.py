@@ -169,6 +169,7 @@ def test_fixed_noise_comes_from_sample_seed() -> None:
     assert "sample_z" in a.state_dict()  # a buffer: it travels in checkpoints
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("precision", ["32-true", "bf16-mixed"])
 def test_training_steps_update_both_networks(precision: str, tmp_path: Path) -> None:
     L.seed_everything(0)
@@ -191,6 +192,7 @@ def test_training_steps_update_both_networks(precision: str, tmp_path: Path) -> 
     assert isinstance(bn, torch.nn.BatchNorm2d) and int(bn.num_batches_tracked) == 4
 
 
+@pytest.mark.slow
 def test_feature_matching_generator_step_trains_the_generator(tmp_path: Path) -> None:
     L.seed_everything(0)
     model = DCGAN(g_loss="feature_matching")
@@ -212,6 +214,7 @@ def test_dcgan_rejects_an_unknown_generator_loss() -> None:
         DCGAN(g_loss="wgan")
 
 
+@pytest.mark.slow
 def test_experiment_dcgan_writes_samples_events_and_last_ckpt(run_dir: Path) -> None:
     samples = run_dir / "samples"
     grid = Image.open(samples / "epoch_000.png")
@@ -234,6 +237,7 @@ def test_experiment_dcgan_writes_samples_events_and_last_ckpt(run_dir: Path) -> 
     assert "test" not in metrics and "exported" not in metrics
 
 
+@pytest.mark.slow
 def test_last_ckpt_loads_without_hydra_and_reproduces_the_samples(run_dir: Path) -> None:
     model = DCGAN.load_from_checkpoint(run_dir / "checkpoints" / "last.ckpt", map_location="cpu")
     assert model.hparams.lr == 1e-4 and tuple(model.hparams.betas) == (0.9, 0.999)
@@ -245,6 +249,7 @@ def test_last_ckpt_loads_without_hydra_and_reproduces_the_samples(run_dir: Path)
     assert np.abs(saved.astype(int) - expected.numpy().astype(int)).max() <= 1
 
 
+@pytest.mark.slow
 def test_experiment_dcgan_demo_runs_on_synthetic_data(tmp_path: Path) -> None:
     out = tmp_path / "run"
     cfg = dcgan_cfg(
@@ -285,6 +290,7 @@ def test_experiment_dcgan_defaults_are_the_originals(tmp_path: Path) -> None:
     assert mixed.data.root == f"{tmp_path}/data/synthetic-64px"
 
 
+@pytest.mark.slow
 def test_divergence_stops_training_and_keeps_the_last_good_checkpoint(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -324,6 +330,7 @@ def _files(folder: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file()}
 
 
+@pytest.mark.slow
 def test_generate_cli_writes_n_images_and_grid_deterministically(
     run_dir: Path, tmp_path: Path
 ) -> None:
@@ -347,6 +354,7 @@ def test_generate_cli_writes_n_images_and_grid_deterministically(
     assert _files(tmp_path / "third")["0000.png"] != first["0000.png"]
 
 
+@pytest.mark.slow
 def test_generate_refuses_to_mix_runs_unless_overwrite(run_dir: Path, tmp_path: Path) -> None:
     ckpt = run_dir / "checkpoints" / "last.ckpt"
     out = tmp_path / "out"
@@ -361,6 +369,7 @@ def test_generate_refuses_to_mix_runs_unless_overwrite(run_dir: Path, tmp_path: 
     assert Image.open(out / "grid.png").size == (2 * 130 + 2, 130 + 2)
 
 
+@pytest.mark.slow
 def test_generate_errors_name_the_problem(run_dir: Path, tmp_path: Path) -> None:
     with pytest.raises(ModelFileError, match="no such file"):
         load_dcgan(tmp_path / "missing.ckpt")
@@ -394,6 +403,7 @@ OPTIONS = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("option", OPTIONS, ids=lambda o: "-".join(map(str, o)))
 def test_each_recipe_option_trains_one_step(option: dict, tmp_path: Path) -> None:
     L.seed_everything(0)
@@ -416,6 +426,7 @@ def test_ttur_learning_rates_reach_the_optimizers() -> None:
     assert opt_d.defaults["foreach"] and opt_g.defaults["foreach"]  # a CPU (fused on CUDA)
 
 
+@pytest.mark.slow
 def test_g_ema_averages_the_generator_and_draws_the_samples(tmp_path: Path) -> None:
     L.seed_everything(0)
     model = DCGAN(g_ema=0.5, g_norm="batch")
@@ -467,6 +478,7 @@ def test_unknown_recipe_option_is_a_config_error(option: dict, message: str) -> 
     assert str(err.value).startswith(message) and "\n" not in str(err.value)
 
 
+@pytest.mark.slow
 def test_unknown_option_on_the_command_line_is_one_line(tmp_path: Path) -> None:
     command = [
         sys.executable, "-m", "fakeface.train", "experiment=dcgan_faces",
@@ -478,6 +490,7 @@ def test_unknown_option_on_the_command_line_is_one_line(tmp_path: Path) -> None:
     assert line.startswith("fakeface: error: model.discriminator='resnet': use one of")
 
 
+@pytest.mark.slow
 def test_experiment_dcgan_faces_trains_on_every_real_photo(tmp_path: Path) -> None:
     faces = tmp_path / "faces"
     make_face_folder(faces, per_class=3, size=128, splits=("flat",))
@@ -499,6 +512,7 @@ def test_experiment_dcgan_faces_trains_on_every_real_photo(tmp_path: Path) -> No
     assert model.generator_ema is not None and model.hparams.discriminator == "dcgan"
 
 
+@pytest.mark.slow
 def test_old_checkpoints_without_the_new_keys_still_load(run_dir: Path, tmp_path: Path) -> None:
     checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
     new = ("discriminator", "diffaugment", "g_ema", "lr_g", "lr_d", "g_norm", "sample_every")
@@ -511,6 +525,7 @@ def test_old_checkpoints_without_the_new_keys_still_load(run_dir: Path, tmp_path
     assert isinstance(model.discriminator, Discriminator)
 
 
+@pytest.mark.slow
 def test_generate_report_writes_json_and_markdown(run_dir: Path, tmp_path: Path) -> None:
     from fakeface.generate import report
 

@@ -77,6 +77,7 @@ def test_missing_mtcnn_extra_is_a_one_line_error(monkeypatch: pytest.MonkeyPatch
     assert 'pip install -e ".[mtcnn]"' in message
 
 
+@pytest.mark.slow
 def test_missing_mtcnn_extra_through_the_cli(tmp_path: Path) -> None:
     """python -m fakeface.realtime detector=mtcnn without facenet-pytorch: one line, exit 1."""
     model = export_classifier(SeedCNN(image_size=64).eval(), tmp_path / "c.ts", 64)

@@ -310,6 +310,7 @@ def _config(model: str | Path, overrides: list[str]):
     return compose("evaluate", [f"classifier={model}", *overrides])
 
 
+@pytest.mark.slow
 def test_cli_writes_every_report_file(faces: Path, checker_model: Path, tmp_path: Path) -> None:
     out = tmp_path / "eval"
     command = [

@@ -123,38 +123,42 @@ def tiny_run_cfg(root: Path, out: Path, *extra: str):
     )
 
 
-def test_one_epoch_run_writes_everything(face_folder: Path, tmp_path: Path) -> None:
-    out = tmp_path / "run"
-    metrics = train(tiny_run_cfg(face_folder, out, "export=false"))
+@pytest.mark.slow
+def test_a_run_writes_everything(trained_run: tuple[Path, dict]) -> None:
+    out, metrics = trained_run
     assert (out / "checkpoints" / "last.ckpt").is_file()
     assert list((out / "tensorboard").glob("events.out.tfevents.*"))
     assert (out / "curves.png").stat().st_size > 1000
     saved = json.loads((out / "metrics.json").read_text())
-    assert saved["epochs"] == 1 and saved["train_images_per_s"] > 0
-    assert 0.0 <= saved["test"]["test/acc"] <= 1.0
+    assert saved["epochs"] == 2 and saved["train_images_per_s"] > 0
+    assert [row["epoch"] for row in saved["history"]] == [0, 1]
     assert Path(saved["best_checkpoint"]).is_file()
     assert saved["test"] == metrics["test"]
 
 
-def test_resume_from_last_checkpoint_continues_epochs(face_folder: Path, tmp_path: Path) -> None:
-    first = tmp_path / "first"
-    train(tiny_run_cfg(face_folder, first, "export=false", "test=false"))
-    second = tmp_path / "second"
+@pytest.mark.slow
+def test_training_learns_the_fixture(trained_run: tuple[Path, dict]) -> None:
+    """The checkerboard on the fakes is learnable: 24 unseen test images, well above chance (0.5).
+    Seeds 0, 1 and 2 reach 0.96, 0.96 and 1.00; an untrained or broken step stays near 0.5."""
+    _, metrics = trained_run
+    assert metrics["test"]["test/acc"] >= 0.8
+    assert metrics["test"]["test/auroc"] >= 0.9
+
+
+@pytest.mark.slow
+def test_resume_from_last_checkpoint_continues_epochs(
+    trained_run: tuple[Path, dict], tmp_path: Path
+) -> None:
+    first, _ = trained_run  # 2 epochs done; resuming to 3 runs only the third
     last = first / "checkpoints" / "last.ckpt"
-    metrics = train(
-        tiny_run_cfg(
-            face_folder,
-            second,
-            "export=false",
-            "test=false",
-            "trainer.max_epochs=2",
-            f"ckpt_path={last}",
-        )
-    )
-    assert metrics["epochs"] == 2
-    assert [row["epoch"] for row in metrics["history"]] == [1]  # only the resumed epoch ran
+    extra = ("data.image_size=32", "export=false", "test=false", "trainer.max_epochs=3")
+    metrics = train(tiny_run_cfg(first.parent / "faces", tmp_path / "second", *extra,
+                                 f"ckpt_path={last}"))  # fmt: skip
+    assert metrics["epochs"] == 3
+    assert [row["epoch"] for row in metrics["history"]] == [2]  # only the resumed epoch ran
 
 
+@pytest.mark.slow
 def test_two_job_multirun_makes_two_run_directories(face_folder: Path, tmp_path: Path) -> None:
     command = [
         sys.executable,
@@ -255,6 +259,7 @@ def test_roots_with_other_classes_are_refused(tmp_path: Path) -> None:
         FaceDataModule(root=[str(a), str(b)], layout="folder").folder_split()
 
 
+@pytest.mark.slow
 def test_optuna_sweep_runs_two_trials(tmp_path: Path) -> None:
     """The documented Optuna sweep, shrunk: two trials of a tiny run, from the project folder."""
     command = [

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+import pytest
 from PIL import Image
 from rich.console import Console
 
@@ -59,6 +60,7 @@ def test_inspect_finds_duplicates_unreadable_files_and_modes(tmp_path: Path) -> 
     assert (out / "sizes.png").stat().st_size > 5000
 
 
+@pytest.mark.slow
 def test_inspect_cli_generates_and_reports_the_synthetic_set(tmp_path: Path) -> None:
     command = [
         sys.executable,

@@ -117,6 +117,7 @@ def test_find_images_glob_and_errors(images: Path, tmp_path: Path) -> None:
         find_images(tmp_path)
 
 
+@pytest.mark.slow
 def test_cli_writes_csv_and_summary(model_file: Path, images: Path, tmp_path: Path) -> None:
     run = run_cli(
         [sys.executable, "-m", "fakeface.predict", f"classifier={model_file}", f"input={images}",

@@ -246,6 +246,7 @@ def test_overlay_label_and_colour() -> None:
     assert frame[150:200, 100:200].any()  # the label above it
 
 
+@pytest.mark.slow
 def test_cli_headless_and_errors(model_file: Path, clip, tmp_path: Path) -> None:
     env = {**os.environ, "COLUMNS": "200"}
     cmd = [sys.executable, "-m", "fakeface.realtime", f"classifier={model_file}", "display=false"]

@@ -137,6 +137,7 @@ def test_fake_fingerprint_survives_downscale(tmp_path: Path) -> None:
     assert np.mean(trace["fake"]) > 5 * np.mean(trace["real"])
 
 
+@pytest.mark.slow
 def test_command_line(tmp_path: Path) -> None:
     """A Hydra app like every command: data=synthetic's settings, overridable on the line."""
     command = [
