@@ -120,3 +120,40 @@ def test_pyproject_lists_every_package() -> None:
     )
     on_disk = {module_name(p) for p in PACKAGE.rglob("__init__.py")}
     assert on_disk | {"fakeface.conf"} == listed
+
+
+MAX_FILE_LINES = 400
+MAX_FUNCTION_LINES = 60  # from the first decorator to the last line, docstring included
+
+
+def function_lengths(path: Path) -> list[tuple[str, int]]:
+    """(name:line, length in lines) for every function and method in a source file."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            start = min([node.lineno, *(d.lineno for d in node.decorator_list)])
+            found.append((f"{node.name}:{node.lineno}", node.end_lineno - start + 1))
+    return found
+
+
+def test_no_file_over_400_lines_and_no_function_over_60() -> None:
+    long_files = {
+        str(p.relative_to(ROOT)): n
+        for p in MODULES.values()
+        if (n := len(p.read_text().splitlines())) > MAX_FILE_LINES
+    }
+    long_functions = {
+        f"{p.relative_to(ROOT)}:{name}": n
+        for p in MODULES.values()
+        for name, n in function_lengths(p)
+        if n > MAX_FUNCTION_LINES
+    }
+    assert not long_files, f"files over {MAX_FILE_LINES} lines: {long_files}"
+    assert not long_functions, f"functions over {MAX_FUNCTION_LINES} lines: {long_functions}"
+
+
+def test_the_length_check_counts_decorators_and_docstrings(tmp_path: Path) -> None:
+    source = tmp_path / "f.py"
+    body = "\n".join(f"    x{i} = {i}" for i in range(57))
+    source.write_text(f'@staticmethod\n@property\ndef f():\n    """Doc."""\n{body}\n')
+    assert function_lengths(source) == [("f:3", 61)]
