@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "src" / "fakeface"
 
@@ -82,6 +84,7 @@ def test_predict_evaluate_and_bench_share_one_scoring_function() -> None:
     assert "fakeface.predict" not in loaders and "fakeface.evaluate" not in loaders
 
 
+@pytest.mark.slow  # builds and installs a wheel
 def test_a_wheel_carries_the_configs(tmp_path: Path) -> None:
     """pip install . (a wheel, not only -e): python -m fakeface.train composes from any folder."""
     subprocess.run(
