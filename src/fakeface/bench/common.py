@@ -138,11 +138,26 @@ def print_table(rows: list[dict], facts: dict[str, Any]) -> None:
     for r in rows:
         met = {True: " [green]met[/]", False: " [red]missed[/]"}.get(r.get("met"), "")
         ratio = f"{r['vs_keras']}x" if "vs_keras" in r else ""
+        value = "-" if r["value"] is None else f"{r['value']:.2f} {r['unit']}"
         table.add_row(
             r["section"],
             r["name"],
-            f"{r['value']:.2f} {r['unit']}",
+            value,
             ratio,
             r.get("target", "") + met,
         )
     Console(width=max(Console().width, 110)).print(table)
+
+
+def markdown(rows: list[dict], facts: dict[str, Any], extra: list[str]) -> str:
+    """bench.md: the machine, every row, then `extra` lines (the routes side by side)."""
+    head = ", ".join(f"{k} {v}" for k, v in facts.items())
+    lines = [f"# fakeface bench\n\n{head}\n", "| section | measurement | value | target |"]
+    lines.append("|---|---|---|---|")
+    for r in rows:
+        value = "-" if r["value"] is None else f"{r['value']:.2f} {r['unit']}"
+        met = {True: " (met)", False: " (missed)"}.get(r.get("met"), "")
+        lines.append(f"| {r['section']} | {r['name']} | {value} | {r.get('target', '')}{met} |")
+    if extra:
+        lines += ["", "## Deploy routes", "", *extra]
+    return "\n".join(lines) + "\n"

@@ -16,11 +16,12 @@ import lightning as L
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from fakeface.bench.common import export_untrained, log, machine_facts, print_table
+from fakeface.bench.common import export_untrained, log, machine_facts, markdown, print_table
+from fakeface.bench.routes import routes_markdown
 from fakeface.errors import ConfigError
 from fakeface.precision import resolve_precision
 
-SECTIONS = ("data", "train", "export", "dcgan", "realtime")
+SECTIONS = ("data", "train", "export", "dcgan", "realtime", "routes")
 EXTRA_SECTIONS = ("detect",)  # only when named: face detectors need a folder of annotated photos
 
 
@@ -33,6 +34,7 @@ def run_sections(
     from fakeface.bench.detect import bench_detect
     from fakeface.bench.export import bench_export
     from fakeface.bench.realtime import bench_realtime
+    from fakeface.bench.routes import bench_routes
     from fakeface.bench.train import bench_train
 
     chosen = set(cfg.sections)
@@ -47,6 +49,8 @@ def run_sections(
         bench_dcgan(cfg, precisions, rows)
     if "realtime" in chosen:
         bench_realtime(cfg, device, model_file, folder, rows)
+    if "routes" in chosen:
+        bench_routes(cfg, folder, rows)
     if "detect" in chosen:
         bench_detect(cfg, rows)
 
@@ -76,6 +80,7 @@ def bench(cfg: DictConfig) -> dict[str, Any]:
     out = Path(cfg.paths.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "bench.json").write_text(json.dumps(result, indent=2))
+    (out / "bench.md").write_text(markdown(rows, facts, routes_markdown(rows)))
     print_table(rows, facts)
     log.info("wrote %s", out / "bench.json")
     return result
