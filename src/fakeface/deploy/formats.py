@@ -101,7 +101,7 @@ def export_int8(fp32_path: Path, out_path: Path, calib: str | Path, limit: int =
     moved = (p8[:, 0] - p32[:, 0]).abs()
     quantization = {
         "method": "ONNX Runtime static quantization, QDQ, per-channel int8 weights, "
-        "uint8 activations, MinMax calibration",
+        "uint8 activations, MinMax calibration; the logits layer and softmax in fp32",
         "onnxruntime_version": onnxruntime.__version__,
         "calibration": {"source": str(Path(calib).resolve()), "images": len(files)},
         "p_fake_max_abs_diff": round(float(moved.max()), 5),

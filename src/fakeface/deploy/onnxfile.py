@@ -11,8 +11,10 @@ Only torch, numpy and the stdlib at import time: the real-time loop may load thi
 
 from __future__ import annotations
 
+import logging
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -95,7 +97,7 @@ def save_onnx(module: nn.Module, out_path: Path, image_size: int, meta: str) -> 
     _need_writer()
     example = (torch.rand(2, 3, image_size, image_size),)
     batch = torch.export.Dim("batch", min=1)
-    with warnings.catch_warnings(), torch.no_grad():
+    with warnings.catch_warnings(), torch.no_grad(), _quiet_onnx_logs():
         warnings.simplefilter("ignore")  # exporter deprecation chatter; failures still raise
         program = torch.onnx.export(
             module,
@@ -118,10 +120,11 @@ def save_onnx(module: nn.Module, out_path: Path, image_size: int, meta: str) -> 
 def quantize_int8(fp32_path: Path, out_path: Path, batches: Iterable[torch.Tensor]) -> Path:
     """Static int8 quantization of an fp32 ONNX file with ONNX Runtime, calibrated on `batches`.
 
-    QDQ format (quantize/dequantize pairs ORT fuses into int8 kernels: measured faster on the CPU
-    than QOperator, see
-    docs/realtime.md), per-channel int8 weights, uint8 activations, MinMax ranges. The metadata
-    is the fp32 file's until `write_metadata` replaces it.
+    QDQ format (quantize/dequantize pairs ORT fuses into int8 kernels), per-channel int8
+    weights, uint8 activations, MinMax ranges. The last linear layer, the temperature and the
+    softmax stay fp32: quantized, the probabilities would come in steps of 1/255 (ties that
+    blur ROC-AUC) and no longer sum to 1; that layer is a few hundred multiply-adds. The
+    metadata is the fp32 file's until `write_metadata` replaces it.
     """
     _need_writer()
     from onnxruntime.quantization import (
@@ -140,24 +143,59 @@ def quantize_int8(fp32_path: Path, out_path: Path, batches: Iterable[torch.Tenso
             x = next(self.items, None)
             return None if x is None else {INPUT: x.to(torch.float32).numpy()}
 
+    out_path.parent.mkdir(parents=True, exist_ok=True)  # format=int8 alone: nothing made it yet
     prepared = out_path.with_name(out_path.name + ".prep.onnx")
     partial = out_path.with_name(out_path.name + ".partial")
     try:
         quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
-        quantize_static(
-            str(prepared),
-            str(partial),
-            Reader(),
-            quant_format=QuantFormat.QDQ,
-            per_channel=True,
-            activation_type=QuantType.QUInt8,
-            weight_type=QuantType.QInt8,
-        )
+        with _quiet_onnx_logs():
+            quantize_static(
+                str(prepared),
+                str(partial),
+                Reader(),
+                quant_format=QuantFormat.QDQ,
+                per_channel=True,
+                activation_type=QuantType.QUInt8,
+                weight_type=QuantType.QInt8,
+                nodes_to_exclude=_fp32_tail(prepared),
+            )
         partial.replace(out_path)
     finally:
         prepared.unlink(missing_ok=True)
         partial.unlink(missing_ok=True)
     return out_path
+
+
+class _Drop(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "onnxruntime" not in record.pathname  # ORT's quantizer logs on the root logger
+
+
+@contextmanager
+def _quiet_onnx_logs() -> Iterator[None]:
+    """Hide the exporter's pass-by-pass INFO lines and the quantizer's notes on layers it
+    leaves in fp32 (BatchNorm after ReLU); errors still raise."""
+    loggers = [logging.getLogger(name) for name in ("onnx_ir", "onnxscript")]
+    levels = [logger.level for logger in loggers]
+    drop = _Drop()
+    for logger in loggers:
+        logger.setLevel(logging.WARNING)
+    logging.getLogger().addFilter(drop)
+    try:
+        yield
+    finally:
+        logging.getLogger().removeFilter(drop)
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
+
+
+def _fp32_tail(path: Path) -> list[str]:
+    """The names of the nodes from the last Gemm/MatMul (the logits layer) to the output."""
+    import onnx
+
+    nodes = onnx.load(str(path), load_external_data=False).graph.node
+    last = max((i for i, n in enumerate(nodes) if n.op_type in ("Gemm", "MatMul")), default=None)
+    return [] if last is None else [n.name for n in nodes[last:]]
 
 
 def write_metadata(path: Path, meta: str) -> None:
