@@ -60,8 +60,12 @@ def tiny_trainer(root: Path, precision: str, batches: int) -> L.Trainer:
     )
 
 
+STEP_SIZE = 32  # the step tests' GAN side: the same layers as 128 px, two x2 stages fewer
+
+
 def random_faces(n: int = 4) -> DataLoader:
-    images = torch.rand(n, 3, 128, 128, generator=torch.Generator().manual_seed(1))
+    side = STEP_SIZE
+    images = torch.rand(n, 3, side, side, generator=torch.Generator().manual_seed(1))
     return DataLoader(TensorDataset(images, torch.ones(n, dtype=torch.long)), batch_size=2)
 
 
@@ -173,7 +177,7 @@ def test_fixed_noise_comes_from_sample_seed() -> None:
 @pytest.mark.parametrize("precision", ["32-true", "bf16-mixed"])
 def test_training_steps_update_both_networks(precision: str, tmp_path: Path) -> None:
     L.seed_everything(0)
-    model = DCGAN()
+    model = DCGAN(image_size=STEP_SIZE)
     before = {k: v.detach().clone() for k, v in model.named_parameters()}
     trainer = tiny_trainer(tmp_path, precision, batches=2)
     trainer.fit(model, random_faces())
@@ -195,7 +199,7 @@ def test_training_steps_update_both_networks(precision: str, tmp_path: Path) -> 
 @pytest.mark.slow
 def test_feature_matching_generator_step_trains_the_generator(tmp_path: Path) -> None:
     L.seed_everything(0)
-    model = DCGAN(g_loss="feature_matching")
+    model = DCGAN(image_size=STEP_SIZE, g_loss="feature_matching")
     before = {k: v.detach().clone() for k, v in model.generator.named_parameters()}
     trainer = tiny_trainer(tmp_path, "bf16-mixed", batches=2)
     trainer.fit(model, random_faces())
@@ -407,7 +411,7 @@ OPTIONS = [
 @pytest.mark.parametrize("option", OPTIONS, ids=lambda o: "-".join(map(str, o)))
 def test_each_recipe_option_trains_one_step(option: dict, tmp_path: Path) -> None:
     L.seed_everything(0)
-    model = DCGAN(**option)
+    model = DCGAN(image_size=STEP_SIZE, **option)
     before = {k: v.detach().clone() for k, v in model.named_parameters()}
     trainer = tiny_trainer(tmp_path, "bf16-mixed", batches=1)
     trainer.fit(model, random_faces(2))
@@ -429,7 +433,7 @@ def test_ttur_learning_rates_reach_the_optimizers() -> None:
 @pytest.mark.slow
 def test_g_ema_averages_the_generator_and_draws_the_samples(tmp_path: Path) -> None:
     L.seed_everything(0)
-    model = DCGAN(g_ema=0.5, g_norm="batch")
+    model = DCGAN(image_size=STEP_SIZE, g_ema=0.5, g_norm="batch")
     start = [p.detach().clone() for p in model.generator_ema.parameters()]
     trainer = tiny_trainer(tmp_path, "32-true", batches=1)
     trainer.fit(model, random_faces(2))
