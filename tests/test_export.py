@@ -185,6 +185,7 @@ def test_fast_dtype_and_precision_option() -> None:
         precision_dtype("fp16")
 
 
+@pytest.mark.slow  # a command line
 def test_cli_errors_without_traceback(tmp_path) -> None:
     run = run_cli(
         [sys.executable, "-m", "fakeface.export", f"ckpt={tmp_path / 'nope.ckpt'}"],
