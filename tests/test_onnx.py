@@ -16,7 +16,7 @@ from conftest import make_face_folder, run_cli
 from fakeface.deploy.export import Ensemble, Probabilities, export_classifier, load_checkpoint
 from fakeface.deploy.formats import FILES, export_formats
 from fakeface.deploy.inference import CLEAN, score_files
-from fakeface.deploy.modelfile import ClassifierInfo, load_classifier
+from fakeface.deploy.modelfile import ClassifierInfo, load_classifier, model_dtype
 from fakeface.deploy.onnxfile import OnnxClassifier
 from fakeface.errors import ConfigError, ModelFileError
 from fakeface.preprocess import find_images, preprocess_file
@@ -103,6 +103,9 @@ def test_onnx_takes_any_batch_size_and_ignores_autocast(files) -> None:
             expected = reference(x)
         assert got.dtype == torch.float32 and got.shape == (batch, 2)
         torch.testing.assert_close(got, expected, atol=1e-4, rtol=0)
+    # what evaluate's report names as the precision: ONNX runs its own graph
+    assert model_dtype(model, torch.bfloat16) is None
+    assert model_dtype(reference, torch.bfloat16) is torch.bfloat16
 
 
 def test_metadata_round_trips(files) -> None:

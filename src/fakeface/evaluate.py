@@ -27,7 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 from fakeface.cli import hydra_main
 from fakeface.data.index import folder_list, sources
 from fakeface.deploy.inference import CLEAN, score_files
-from fakeface.deploy.modelfile import load_classifier, precision_dtype
+from fakeface.deploy.modelfile import load_classifier, model_dtype, precision_dtype
 from fakeface.errors import ConfigError
 from fakeface.evaluation.groups import index_groups, per_group
 from fakeface.evaluation.metrics import (
@@ -220,7 +220,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Score `cfg.split` (and `groups`), choose the threshold, compute the metrics, write files."""
     threshold = check_config(cfg)
     model, info, names, column = load_model(cfg)
-    dtype = precision_dtype(cfg.precision, cfg.device)
+    dtype = model_dtype(model, precision_dtype(cfg.precision, cfg.device))  # ONNX: its own
     data = data_config(cfg) if cfg.split != "none" or threshold == "auto" else None
     datamodule = _datamodule(data)
     frame = evaluation_frame(cfg, datamodule if cfg.split != "none" else None, names)

@@ -181,6 +181,7 @@ def classify(
         tta: average with the horizontally mirrored batch (two passes).
     """
     device = next(iter(model.parameters())).device
+    dtype = model_dtype(model, dtype)
     # NHWC is the fast layout for oneDNN/cuDNN convolutions (2x on CPU, fp32 and bf16 alike).
     x = batch.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
     precision = torch.autocast(device.type, dtype) if dtype is not None else nullcontext()
@@ -189,6 +190,12 @@ def classify(
         if tta:
             p = (p + model(x.flip(-1)).float()) / 2
         return p.cpu()
+
+
+def model_dtype(model: torch.nn.Module, dtype: torch.dtype | None) -> torch.dtype | None:
+    """The autocast dtype `model` really runs under: None for an ONNX file (ONNX Runtime runs
+    its own fp32 or int8 graph whatever autocast says), else `dtype`."""
+    return None if getattr(model, "runs_own_precision", False) else dtype
 
 
 def precision_dtype(precision: str, device: str | torch.device = "cpu") -> torch.dtype | None:

@@ -48,6 +48,8 @@ class OnnxClassifier(nn.Module):
     parameter only tells `classify` which device to put the batch on.
     """
 
+    runs_own_precision = True  # `modelfile.model_dtype`: autocast does not apply
+
     def __init__(self, session: Any) -> None:
         super().__init__()
         self.session = session
