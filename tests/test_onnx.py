@@ -14,7 +14,7 @@ import torch
 
 from conftest import make_face_folder, run_cli
 from fakeface.deploy.export import Ensemble, Probabilities, export_classifier, load_checkpoint
-from fakeface.deploy.formats import FILES, export_formats
+from fakeface.deploy.formats import FILES, MAX_AUC_DROP, auc_check, export_formats, roc_auc
 from fakeface.deploy.inference import CLEAN, score_files
 from fakeface.deploy.modelfile import ClassifierInfo, load_classifier, model_dtype
 from fakeface.deploy.onnxfile import OnnxClassifier
@@ -121,6 +121,24 @@ def test_metadata_round_trips(files) -> None:
     assert int8.quantization["calibration"]["images"] == 8  # valid/: 4 fake + 4 real
     assert 0 <= int8.quantization["p_fake_max_abs_diff"] < 1
     assert ClassifierInfo(**{**int8.__dict__, "quantization": {}}) == ts
+    # valid/ holds fake/ and real/: ROC-AUC fp32 vs int8 measured on them at export time
+    auc = int8.quantization["roc_auc"]
+    assert auc["drop"] == pytest.approx(auc["fp32"] - auc["int8"], abs=2e-4)
+    assert int8.quantization["within_rule"] == (auc["drop"] <= MAX_AUC_DROP)
+
+
+def test_roc_auc_and_the_int8_rule() -> None:
+    y = np.array([True, True, False, False, True])
+    assert roc_auc(np.array([0.9, 0.8, 0.1, 0.2, 0.3]), y) == 1.0
+    assert roc_auc(np.array([0.5, 0.5, 0.5, 0.5, 0.5]), y) == 0.5  # ties count one half
+    assert roc_auc(np.array([0.9, 0.1, 0.2, 0.3, 0.8]), y) == pytest.approx(4 / 6)
+    labels = ["fake", "fake", "real", "real", "fake"]
+    p32 = np.array([0.9, 0.8, 0.1, 0.2, 0.3])
+    kept = auc_check(p32, p32 + 0.01, labels, "fake")
+    assert kept == {"roc_auc": {"fp32": 1.0, "int8": 1.0, "drop": 0.0}, "within_rule": True}
+    lost = auc_check(p32, np.array([0.9, 0.1, 0.2, 0.3, 0.8]), labels, "fake")
+    assert lost["within_rule"] is False and lost["roc_auc"]["drop"] == 0.3333
+    assert auc_check(p32, p32, ["fake"] * 5, "fake") == {}  # one class: no AUC to check
 
 
 def test_ensemble_members_round_trip_in_onnx(tmp_path) -> None:
