@@ -19,8 +19,8 @@ from fakeface.models.precise_bn import precise_bn_batches, recalibrate_batchnorm
 
 def test_recalibration_sets_population_statistics_with_dropout_off() -> None:
     torch.manual_seed(0)
-    model = CNNClassifier(channels_last=False).eval()
-    batches = [(torch.rand(8, 3, 128, 128), torch.zeros(8, dtype=torch.long)) for _ in range(4)]
+    model = CNNClassifier(channels_last=False, image_size=64).eval()
+    batches = [(torch.rand(8, 3, 64, 64), torch.zeros(8, dtype=torch.long)) for _ in range(4)]
     trainer = SimpleNamespace(precision_plugin=Precision(), train_dataloader=batches, world_size=1)
     first_bn = model.net.features[2]
     first_bn.running_mean.fill_(123.0)  # stale statistics, far from the truth
@@ -44,13 +44,13 @@ def test_recalibration_in_steps_equals_recalibration_over_small_batches() -> Non
     """With model.step_batch_size, precise BN splits the loader's batches as training does:
     3 steps of 8 from batches of 16 give the statistics of the first three batches of 8."""
     torch.manual_seed(0)
-    images = [torch.rand(16, 3, 128, 128) for _ in range(2)]
+    images = [torch.rand(16, 3, 64, 64) for _ in range(2)]
     labels = torch.zeros(16, dtype=torch.long)
     small = [(x, labels[:8]) for pair in images for x in pair.split(8)]
     results = []
     for loader, step in (([(x, labels) for x in images], 8), (small, None)):
         torch.manual_seed(1)  # the same weights
-        model = CNNClassifier(channels_last=False).eval()
+        model = CNNClassifier(channels_last=False, image_size=64).eval()
         trainer = SimpleNamespace(
             precision_plugin=Precision(), train_dataloader=loader, world_size=1
         )

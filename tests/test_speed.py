@@ -69,6 +69,7 @@ def _model(dropout: bool = True, **kwargs: object) -> CNNClassifier:
     return model
 
 
+@pytest.mark.slow
 def test_training_step_equals_the_plain_sgd_recipe() -> None:
     """The step (one fused/foreach SGD update, no per-step sync) gives the losses of a plain
     PyTorch loop with the per-parameter SGD of the original recipe."""
@@ -110,6 +111,7 @@ def _fit_epochs(
     return trainer
 
 
+@pytest.mark.slow
 def test_split_steps_are_the_small_batch_steps_and_the_plateau_still_steps() -> None:
     """model.step_batch_size: loader batches of 3 x BATCH, each split into optimizer steps of
     BATCH, train exactly as loader batches of BATCH: same weights, BatchNorm statistics (precise
@@ -132,6 +134,7 @@ def test_split_steps_are_the_small_batch_steps_and_the_plateau_still_steps() -> 
     assert {"train/loss_step", "train/loss_epoch", "train/acc"} <= set(split_trainer.logged_metrics)
 
 
+@pytest.mark.slow
 def test_split_steps_advance_a_per_step_schedule_once_per_loader_batch() -> None:
     model = _model(step_batch_size=BATCH, scheduler="onecycle")
     trainer = _fit_epochs(model, 2 * BATCH, epochs=2)  # OneCycleLR refuses a step past its end
@@ -147,6 +150,7 @@ def test_step_batch_size_must_be_a_positive_whole_number(bad: object) -> None:
         CNNClassifier(step_batch_size=bad)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["reduce-overhead", "cuda-graphs"])
 def test_graph_modes_without_cuda_train_eagerly_and_say_so_once(
     caplog: pytest.LogCaptureFixture, mode: str
@@ -159,6 +163,7 @@ def test_graph_modes_without_cuda_train_eagerly_and_say_so_once(
     assert graphs == eager
 
 
+@pytest.mark.slow
 def test_a_failed_compile_falls_back_to_eager_once(
     caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -178,6 +183,7 @@ def test_a_failed_compile_falls_back_to_eager_once(
     assert fallback == eager
 
 
+@pytest.mark.slow
 def test_compiled_step_is_traced_and_gives_the_eager_losses(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -198,6 +204,7 @@ def test_compiled_step_is_traced_and_gives_the_eager_losses(
     assert compiled == pytest.approx(eager, rel=1e-5, abs=1e-6)
 
 
+@pytest.mark.slow
 def test_split_steps_through_the_compiled_step_train_as_eager(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -218,6 +225,7 @@ def test_split_steps_through_the_compiled_step_train_as_eager(
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_a_failed_compiled_backward_redoes_the_step_eagerly(
     caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -284,6 +292,7 @@ def _graphed_model(
     return _model(dropout=False, compile="cuda-graphs", **kwargs)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("step_batch_size", [None, BATCH])
 def test_captured_step_trains_as_eager(
     monkeypatch: pytest.MonkeyPatch, step_batch_size: int | None
@@ -308,6 +317,7 @@ def test_captured_step_trains_as_eager(
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_a_failed_capture_trains_eagerly_and_says_so_once(
     caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -321,6 +331,7 @@ def test_a_failed_capture_trains_eagerly_and_says_so_once(
     assert fallback == eager
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA device")
 @pytest.mark.parametrize("mode", ["reduce-overhead", "cuda-graphs"])
 def test_cuda_graph_step_gives_the_eager_losses(
@@ -335,6 +346,7 @@ def test_cuda_graph_step_gives_the_eager_losses(
     assert graphs == pytest.approx(eager, rel=2e-3, abs=1e-4)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA device")
 @pytest.mark.parametrize("mode", ["reduce-overhead", "cuda-graphs"])
 def test_cuda_graph_split_steps_train_as_eager_small_batches(mode: str) -> None:
