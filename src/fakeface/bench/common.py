@@ -47,8 +47,12 @@ def machine_facts(device: str) -> dict[str, Any]:
             if ln.startswith("model name")
         ]
         cpu = names[0] if names else cpu
+        flags = next((ln for ln in cpuinfo.read_text().splitlines() if ln.startswith("flags")), "")
+        wanted = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_int8")
+        cpu_flags = [f for f in wanted if f in flags.split(":", 1)[-1].split()]
     facts = {
         "cpu": cpu,
+        "cpu_flags": cpu_flags if cpuinfo.exists() else [],
         "cpu_cores": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__,

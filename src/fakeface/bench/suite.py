@@ -8,6 +8,7 @@ machine's facts) and bench.md into the run directory.
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -73,9 +74,13 @@ def bench(cfg: DictConfig) -> dict[str, Any]:
     precisions = ["32-true"] + ([fast] if fast != "32-true" else [])
     L.seed_everything(cfg.seed, workers=True)
     facts = machine_facts(device)
+    if hasattr(os, "getloadavg"):
+        facts["load_average_1min"] = round(os.getloadavg()[0], 2)  # at the start; the end below
     rows: list[dict] = []
     with tempfile.TemporaryDirectory() as tmp:
         run_sections(cfg, device, precisions, Path(tmp), rows)
+    if hasattr(os, "getloadavg"):  # other processes on the CPU: the numbers' context
+        facts["load_average_1min"] = [facts.pop("load_average_1min"), round(os.getloadavg()[0], 2)]
     result = {"machine": facts, "config": OmegaConf.to_container(cfg.bench), "results": rows}
     out = Path(cfg.paths.output_dir)
     out.mkdir(parents=True, exist_ok=True)
