@@ -268,6 +268,7 @@ def test_cli_headless_and_errors(model_file: Path, clip, tmp_path: Path) -> None
     )
 
 
+@pytest.mark.slow  # a fresh Python process
 def test_realtime_never_imports_lightning() -> None:
     code = (
         "import sys, fakeface.realtime.__main__, fakeface.realtime.stream, fakeface.deploy.inference;"
