@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -232,3 +233,36 @@ def test_predict_cli_gives_the_same_csv_for_ts_and_onnx(files, tmp_path) -> None
     assert len(ts) == 24 and list(ts["path"]) == list(onnx["path"])
     assert list(ts["label"]) == list(onnx["label"])
     np.testing.assert_allclose(onnx[["p_fake", "p_real"]], ts[["p_fake", "p_real"]], atol=1e-4)
+
+
+def test_realtime_gives_the_same_faces_with_ts_and_onnx(files, tmp_path) -> None:
+    import cv2
+    from skimage import data
+
+    from fakeface.faces.detect import FaceDetector
+    from fakeface.realtime.source import FrameSource
+    from fakeface.realtime.stream import run
+
+    photo = cv2.resize(np.ascontiguousarray(data.astronaut()[:, :, ::-1]), (320, 320))
+    clip = tmp_path / "clip.mp4"
+    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"mp4v"), 30, (640, 480))
+    for i in range(6):
+        frame = np.full((480, 640, 3), 90, np.uint8)
+        frame[100:420, 20 * i : 20 * i + 320] = photo
+        writer.write(frame)
+    writer.release()
+    logs = {}
+    for name in ("ts", "onnx"):
+        model, info = load_classifier(files[name])
+        logs[name] = tmp_path / f"{name}.jsonl"
+        run(model, info, FrameSource(clip), FaceDetector(), log=logs[name], dtype=None)
+    ts, onnx = ([json.loads(line) for line in logs[n].read_text().splitlines()] for n in logs)
+    faces = [
+        (a, b)
+        for x, y in zip(ts, onnx, strict=True)
+        for a, b in zip(x["faces"], y["faces"], strict=True)
+    ]
+    assert len(ts) == 6 and len(faces) == sum(len(x["faces"]) for x in ts) >= 5
+    for a, b in faces:
+        assert a["box"] == b["box"] and a["label"] == b["label"]
+        assert a["p_fake"] == pytest.approx(b["p_fake"], abs=1e-4)
