@@ -266,3 +266,36 @@ def test_realtime_gives_the_same_faces_with_ts_and_onnx(files, tmp_path) -> None
     for a, b in faces:
         assert a["box"] == b["box"] and a["label"] == b["label"]
         assert a["p_fake"] == pytest.approx(b["p_fake"], abs=1e-4)
+
+
+@pytest.mark.slow
+def test_training_exports_every_format_it_is_asked_for(tmp_path) -> None:
+    from conftest import compose
+    from fakeface.train import train
+
+    faces = make_face_folder(tmp_path / "faces", per_class=4, size=32)
+    cfg = compose("train", [
+        "experiment=cnn", "debug=tiny", f"data.root={faces}", "data.image_size=32",
+        f"paths.root_dir={tmp_path}", f"paths.output_dir={tmp_path / 'run'}", "logger=null",
+        "callbacks.progress_bar=null", "test=false", "export_format=[ts,onnx,int8]",
+    ])  # fmt: skip
+    metrics = train(cfg)
+
+    paths = {name: Path(path) for name, path in metrics["exported_files"].items()}
+    assert paths == {name: tmp_path / "run" / FILES[name] for name in ("ts", "onnx", "int8")}
+    assert metrics["exported"] == str(paths["ts"])
+    images = find_images(str(faces / "test"))
+    np.testing.assert_allclose(
+        _scores(paths["ts"], images), _scores(paths["onnx"], images), atol=1e-4
+    )
+    assert load_classifier(paths["int8"])[1].quantization  # calibrated on the valid folder
+
+
+def test_a_wrong_export_format_stops_before_training(tmp_path) -> None:
+    from conftest import compose
+    from fakeface.train import check_config
+
+    for value, says in (("pt", "export_format=pt: unknown"), ("[]", "export_format=\\[\\]")):
+        cfg = compose("train", ["experiment=cnn", f"export_format={value}"])
+        with pytest.raises(ConfigError, match=says):
+            check_config(cfg)

@@ -74,18 +74,22 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         metrics["test"] = results[0] if results else {}
     out_dir = Path(cfg.paths.output_dir)
     if cfg.export and isinstance(model, CNNClassifier) and trainer.is_global_zero:
-        from fakeface.deploy.export import export_classifier
+        from fakeface.deploy.formats import export_formats, parse_formats
 
         source = type(model).load_from_checkpoint(best, map_location="cpu") if best else model
         calibration = fit_calibration(source, datamodule, trainer) if cfg.calibrate else {}
-        path = export_classifier(
+        formats = parse_formats(cfg.export_format, key="export_format")
+        paths = export_formats(
             source,
-            out_dir / "classifier.ts",
+            out_dir,
+            formats,
+            calib=int8_calibration(datamodule, out_dir) if "int8" in formats else None,
             source=best or "in-memory",
             temperature=calibration.get("temperature", 1.0),
             calibration=calibration,
         )
-        metrics["exported"] = str(path)
+        metrics["exported"] = str(paths[formats[0]])  # the first format named
+        metrics["exported_files"] = {name: str(path) for name, path in paths.items()}
         metrics["calibration"] = calibration
     metrics["skipped_images"] = gather_skipped(trainer, getattr(datamodule, "skipped_images", []))
     if trainer.is_global_zero:
@@ -120,6 +124,17 @@ def fit_calibration(
         calibration,
     )
     return calibration
+
+
+def int8_calibration(datamodule: L.LightningDataModule, out_dir: Path) -> Path:
+    """int8's calibration images: this run's validation split (data=folder: its split.csv,
+    written now so that the export can read it; else the validation folder)."""
+    hp = datamodule.hparams
+    if hp.layout == "folder":
+        out_dir.mkdir(parents=True, exist_ok=True)
+        datamodule.folder_split().to_csv(out_dir / "split.csv", index=False)
+        return out_dir / "split.csv"
+    return datamodule.root / hp.val_split
 
 
 def resume_path(cfg: DictConfig) -> str | None:
@@ -213,6 +228,20 @@ def check_config(cfg: DictConfig) -> None:
             "fixes its input at data.image_size: use e.g. model.arch=resnet18, or data.train_crop=null"
         )
     check_step_settings(cfg)
+    check_export_format(cfg)
+
+
+def check_export_format(cfg: DictConfig) -> None:
+    """A wrong export_format, or ONNX without its packages, stops before the fit, not after it."""
+    from fakeface.deploy.formats import parse_formats
+
+    formats = parse_formats(cfg.get("export_format", "ts"), key="export_format")
+    if cfg.export and not formats:
+        raise ConfigError("export_format=[]: name one of ts, onnx, int8, or set export=false")
+    if cfg.export and {"onnx", "int8"} & set(formats):
+        from fakeface.deploy.onnxfile import need_writer
+
+        need_writer()
 
 
 def check_step_settings(cfg: DictConfig) -> None:

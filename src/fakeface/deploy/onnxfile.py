@@ -96,7 +96,7 @@ def load_onnx(path: Path, threads: int | None = None) -> tuple[OnnxClassifier, s
 def save_onnx(module: nn.Module, out_path: Path, image_size: int, meta: str) -> Path:
     """Export `module` (fp32, CPU, eval) with PyTorch's dynamo exporter, a dynamic batch axis and
     `meta` in the metadata; written via a .partial file so no half-written model is left."""
-    _need_writer()
+    need_writer()
     example = (torch.rand(2, 3, image_size, image_size),)
     batch = torch.export.Dim("batch", min=1)
     with warnings.catch_warnings(), torch.no_grad(), _quiet_onnx_logs():
@@ -128,7 +128,7 @@ def quantize_int8(fp32_path: Path, out_path: Path, batches: Iterable[torch.Tenso
     blur ROC-AUC) and no longer sum to 1; that layer is a few hundred multiply-adds. The
     metadata is the fp32 file's until `write_metadata` replaces it.
     """
-    _need_writer()
+    need_writer()
     from onnxruntime.quantization import (
         CalibrationDataReader,
         QuantFormat,
@@ -211,7 +211,7 @@ def write_metadata(path: Path, meta: str) -> None:
     partial.replace(path)
 
 
-def _need_writer() -> None:
+def need_writer() -> None:
     """Writing ONNX needs onnx and onnxscript (the dynamo exporter) besides onnxruntime."""
     ort_module()
     for name in ("onnx", "onnxscript"):
