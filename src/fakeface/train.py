@@ -74,23 +74,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         metrics["test"] = results[0] if results else {}
     out_dir = Path(cfg.paths.output_dir)
     if cfg.export and isinstance(model, CNNClassifier) and trainer.is_global_zero:
-        from fakeface.deploy.formats import export_formats, parse_formats
-
-        source = type(model).load_from_checkpoint(best, map_location="cpu") if best else model
-        calibration = fit_calibration(source, datamodule, trainer) if cfg.calibrate else {}
-        formats = parse_formats(cfg.export_format, key="export_format")
-        paths = export_formats(
-            source,
-            out_dir,
-            formats,
-            calib=int8_calibration(datamodule, out_dir) if "int8" in formats else None,
-            source=best or "in-memory",
-            temperature=calibration.get("temperature", 1.0),
-            calibration=calibration,
-        )
-        metrics["exported"] = str(paths[formats[0]])  # the first format named
-        metrics["exported_files"] = {name: str(path) for name, path in paths.items()}
-        metrics["calibration"] = calibration
+        metrics |= export_run(cfg, model, best, datamodule, trainer)
     metrics["skipped_images"] = gather_skipped(trainer, getattr(datamodule, "skipped_images", []))
     if trainer.is_global_zero:
         write_run_files(out_dir, metrics, datamodule)
@@ -124,6 +108,36 @@ def fit_calibration(
         calibration,
     )
     return calibration
+
+
+def export_run(
+    cfg: DictConfig,
+    model: CNNClassifier,
+    best: str | None,
+    datamodule: L.LightningDataModule,
+    trainer: L.Trainer,
+) -> dict[str, Any]:
+    """Calibrate the best checkpoint and export it in each of `export_format`'s formats."""
+    from fakeface.deploy.formats import export_formats, parse_formats
+
+    out_dir = Path(cfg.paths.output_dir)
+    source = type(model).load_from_checkpoint(best, map_location="cpu") if best else model
+    calibration = fit_calibration(source, datamodule, trainer) if cfg.calibrate else {}
+    formats = parse_formats(cfg.export_format, key="export_format")
+    paths = export_formats(
+        source,
+        out_dir,
+        formats,
+        calib=int8_calibration(datamodule, out_dir) if "int8" in formats else None,
+        source=best or "in-memory",
+        temperature=calibration.get("temperature", 1.0),
+        calibration=calibration,
+    )
+    return {
+        "exported": str(paths[formats[0]]),  # the first format named
+        "exported_files": {name: str(path) for name, path in paths.items()},
+        "calibration": calibration,
+    }
 
 
 def int8_calibration(datamodule: L.LightningDataModule, out_dir: Path) -> Path:
