@@ -18,7 +18,7 @@ from typing import Any
 import lightning as L
 import torch
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import LearningRateMonitor
+from lightning.pytorch.callbacks import LearningRateMonitor, ProgressBar
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.pytorch.utilities.model_helpers import is_overridden
 from omegaconf import DictConfig, OmegaConf
@@ -56,6 +56,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         precision=precision,
         callbacks=callbacks,
         logger=loggers or False,
+        # progress_bar=null means no bar: Lightning would otherwise add its default Rich bar
+        enable_progress_bar=any(isinstance(c, ProgressBar) for c in callbacks),
         plugins=[AtomicCheckpointIO()],  # a kill while saving leaves the previous file loadable
     )
     check_ddp_sweep(trainer)
