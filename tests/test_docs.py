@@ -194,7 +194,7 @@ def run_documented(where: str, command: str, tmp: Path) -> None:
 
 # Keys whose value changes no code path in a tiny run: two commands that differ only in them
 # run once.
-SAME_PATH = ("seed", "data.split_seed", "model.lr", "trainer.max_epochs", "+trainer.max_time")
+SAME_PATH = ("seed", "data.split_seed", "model.lr", "trainer.max_epochs", "trainer.max_time")
 
 
 def distinct(command: str) -> str:
