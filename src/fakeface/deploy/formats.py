@@ -143,15 +143,10 @@ def auc_check(p32: np.ndarray, p8: np.ndarray, labels: list[str], positive: str)
 
 
 def roc_auc(scores: np.ndarray, positive: np.ndarray) -> float:
-    """ROC-AUC as the Mann-Whitney statistic (ties count one half)."""
-    order = np.argsort(scores, kind="stable")
-    ranks = np.empty(len(scores))
-    ranks[order] = np.arange(1, len(scores) + 1)
-    for value in np.unique(scores):  # average ranks over ties
-        tied = scores == value
-        ranks[tied] = ranks[tied].mean()
-    n_pos, n_neg = positive.sum(), (~positive).sum()
-    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+    """ROC-AUC by torchmetrics, as `fakeface.evaluation.metrics` computes it (ties count one half)."""
+    from torchmetrics.functional.classification import binary_auroc
+
+    return float(binary_auroc(torch.as_tensor(scores), torch.as_tensor(positive).long()))
 
 
 def calibration_files(calib: str | Path, limit: int) -> tuple[list[Path], list[str | None]]:
