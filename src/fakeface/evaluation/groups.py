@@ -22,17 +22,16 @@ from fakeface.evaluation.metrics import POSITIVE, binary_metrics
 from fakeface.preprocess import is_image
 
 CONFIDENT = 0.2  # "confidently wrong": a fake with p_fake < 0.2, a real with p_fake > 0.8
-CLASSES = CLASS_NAMES
 
 
 def _class_folders(name: str, folder: Path) -> list[tuple[str, Path]]:
     """(class, folder) for a group's folder: its fake/ and real/ subfolders, or itself."""
     if not folder.is_dir():
         raise ConfigError(f"groups.{name}={folder}: no such folder")
-    inside = [(c, folder / c) for c in CLASSES if (folder / c).is_dir()]
+    inside = [(c, folder / c) for c in CLASS_NAMES if (folder / c).is_dir()]
     if inside:
         return inside
-    if folder.name in CLASSES:
+    if folder.name in CLASS_NAMES:
         return [(folder.name, folder)]
     raise ConfigError(
         f"groups.{name}={folder}: give a class folder (<folder>/fake or <folder>/real) or a folder "
