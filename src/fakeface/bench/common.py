@@ -38,21 +38,18 @@ TARGETS = {
 
 def machine_facts(device: str) -> dict[str, Any]:
     """What the numbers were measured on (for bench.json and docs/performance.md)."""
-    cpu = platform.processor() or platform.machine()
+    cpu, cpu_flags = platform.processor() or platform.machine(), []
     cpuinfo = Path("/proc/cpuinfo")
     if cpuinfo.exists():
-        names = [
-            ln.split(":", 1)[1].strip()
-            for ln in cpuinfo.read_text().splitlines()
-            if ln.startswith("model name")
-        ]
+        lines = cpuinfo.read_text().splitlines()
+        names = [ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name")]
         cpu = names[0] if names else cpu
-        flags = next((ln for ln in cpuinfo.read_text().splitlines() if ln.startswith("flags")), "")
+        flags = next((ln for ln in lines if ln.startswith("flags")), "")
         wanted = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_int8")
         cpu_flags = [f for f in wanted if f in flags.split(":", 1)[-1].split()]
     facts = {
         "cpu": cpu,
-        "cpu_flags": cpu_flags if cpuinfo.exists() else [],
+        "cpu_flags": cpu_flags,
         "cpu_cores": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__,
@@ -69,6 +66,11 @@ def machine_facts(device: str) -> dict[str, Any]:
 def median_rate(durations: list[float], items: int) -> float:
     """Items per second from the median duration of one repeat."""
     return items / statistics.median(durations)
+
+
+def median_ms(fn: Callable[[], Any], repeats: int, warmup: int) -> float:
+    """The median duration of `fn` in milliseconds over `repeats` calls after `warmup`."""
+    return statistics.median(timed(fn, repeats, warmup)) * 1e3
 
 
 def synced_now(module: L.LightningModule) -> float:

@@ -13,7 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.table import Table
 
-from fakeface.bench.common import CONF, log, row, timed
+from fakeface.bench.common import CONF, log, median_ms, row
 from fakeface.errors import ConfigError
 from fakeface.evaluation.detection import match_faces, read_annotations
 
@@ -73,8 +73,7 @@ def score_preset(
     counts = {0.3: [0, 0, 0], 0.5: [0, 0, 0]}  # hits, faces, false detections
     ms = []
     for frame, truth in photos:
-        durations = timed(lambda f=frame, d=detector: d(f), repeats, 1)
-        ms.append(statistics.median(durations) * 1e3)
+        ms.append(median_ms(lambda f=frame, d=detector: d(f), repeats, 1))
         found = detector(frame)
         for threshold, total in counts.items():
             for k, v in enumerate(match_faces(found, truth, threshold)):

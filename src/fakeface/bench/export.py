@@ -3,14 +3,13 @@ batched throughput and predict's scoring path, fp32 vs bf16."""
 
 from __future__ import annotations
 
-import statistics
 import time
 from pathlib import Path
 
 import torch
 from omegaconf import DictConfig
 
-from fakeface.bench.common import median_rate, row, timed
+from fakeface.bench.common import median_ms, median_rate, row, timed
 
 
 def bench_export(cfg: DictConfig, device: str, model_file: Path, rows: list[dict]) -> None:
@@ -28,24 +27,18 @@ def bench_export(cfg: DictConfig, device: str, model_file: Path, rows: list[dict
     dtypes = {"fp32": None} | ({"bf16": torch.bfloat16} if bf16_supported(device) else {})
     dtypes = dict(sorted(dtypes.items(), key=lambda item: item[1] == fast_dtype(device)))
     for name, dtype in dtypes.items():
-        ms = (
-            statistics.median(timed(lambda d=dtype: classify(model, one, d), b.repeats, b.warmup))
-            * 1e3
-        )
+        ms = median_ms(lambda d=dtype: classify(model, one, d), b.repeats, b.warmup)
         rows.append(row("export", f"one image, tensor in ({name})", ms, "ms", target="latency"))
     name, dtype = list(dtypes.items())[-1]  # the default precision=auto picks
     # predict/evaluate tta=true: the image and its mirror, averaged
-    ms = (
-        statistics.median(timed(lambda: classify(model, one, dtype, True), b.repeats, b.warmup))
-        * 1e3
-    )
+    ms = median_ms(lambda: classify(model, one, dtype, True), b.repeats, b.warmup)
     rows.append(row("export", f"one image + mirror, tta=true ({name})", ms, "ms"))
     for name, dtype in dtypes.items():
 
         def from_file(d: torch.dtype | None = dtype) -> None:
             classify(model, preprocess_file(image, size).unsqueeze(0), d)
 
-        ms = statistics.median(timed(from_file, b.repeats, b.warmup)) * 1e3
+        ms = median_ms(from_file, b.repeats, b.warmup)
         rows.append(row("export", f"one image, JPEG file in ({name})", ms, "ms", target="latency"))
     for name, dtype in dtypes.items():
         durations = timed(lambda d=dtype: classify(model, batch, d), max(3, b.repeats // 10), 2)

@@ -10,7 +10,6 @@ ms per frame, classification ms per face. A route that cannot run here gets a ro
 
 from __future__ import annotations
 
-import statistics
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from fakeface.bench.common import log, median_rate, row, timed
+from fakeface.bench.common import log, median_ms, median_rate, row, timed
 from fakeface.bench.realtime import face_video, realtime_run, realtime_threads
 from fakeface.errors import ConfigError
 
@@ -89,7 +88,7 @@ def model_speed(
     model, info = load_classifier(path, "cpu")
     size = info.image_size
     one, many = torch.rand(1, 3, size, size), torch.rand(batch, 3, size, size)
-    ms = statistics.median(timed(lambda: classify(model, one, dtype), b.repeats, b.warmup)) * 1e3
+    ms = median_ms(lambda: classify(model, one, dtype), b.repeats, b.warmup)
     detail = f", threads={torch.get_num_threads()}"
     route_row(rows, route, "one image", ms, "ms", detail)
     durations = timed(lambda: classify(model, many, dtype), max(3, b.repeats // 10), 2)
