@@ -25,6 +25,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import time
@@ -163,13 +164,9 @@ def machine() -> dict:
     smi = subprocess.run(
         ["nvidia-smi", "--query-gpu=name,memory.total,driver_version", "--format=csv,noheader"],
         capture_output=True, text=True,
-    ) if _has("nvidia-smi") else None  # fmt: skip
+    ) if shutil.which("nvidia-smi") else None  # fmt: skip
     gpu = smi.stdout.strip() if smi and smi.returncode == 0 else None
     return {"gpu": gpu, "cpus": os.cpu_count(), "python": platform.python_version()}
-
-
-def _has(command: str) -> bool:
-    return any((Path(p) / command).is_file() for p in os.environ.get("PATH", "").split(os.pathsep))
 
 
 def write(results: dict, out: str) -> None:
