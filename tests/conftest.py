@@ -19,6 +19,23 @@ import pytest
 from PIL import Image
 
 CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+MAX_WORKERS = 4  # each worker holds torch and a fork server: about 1 GiB of memory apiece
+
+
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """`-n auto` (pyproject's addopts): one worker per core, at most MAX_WORKERS."""
+    return max(1, min(CORES, MAX_WORKERS))
+
+
+# Each worker (and every process it starts) gets its share of the cores: torch's default, every
+# core per process, has the workers' thread pools contend for the same cores and slows them all.
+if "PYTEST_XDIST_WORKER_COUNT" in os.environ:
+    os.environ.setdefault(
+        "OMP_NUM_THREADS", str(max(1, CORES // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
+    )
+    if "torch" in sys.modules:  # imported before this file by a plugin: the variable came late
+        sys.modules["torch"].set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 
 def quiet_trainer(accelerator: str = "cpu", **settings: Any) -> Any:

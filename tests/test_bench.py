@@ -25,12 +25,13 @@ def face_folder(tmp_path: Path, size: int) -> Path:
 
 @pytest.mark.slow
 def test_bench_measures_every_section_and_writes_bench_json(tmp_path: Path) -> None:
-    root = face_folder(tmp_path, 128)
+    root = face_folder(tmp_path, 64)
     cfg = compose(
         "bench",
         [
             f"data.root={root}",
             "data=faces",  # our own folder (data=synthetic writes its set)
+            "data.image_size=64",  # every section at a quarter of the pixels: the DCGAN's steps
             "data.batch_size=4",
             "data.num_workers=0",
             f"data.cache_dir={tmp_path / 'cache'}",

@@ -31,7 +31,7 @@ import sys
 import time
 from pathlib import Path
 
-# "size": the image size the models train and run at (--dry: 64 px, a quarter of the work)
+# "size": the image size the models train and run at (--dry: 32 px, a sixteenth of the work)
 FULL = {
     "source": (2000, 200, 200),
     "linked": (100_000, 10_000, 10_000),
@@ -39,7 +39,7 @@ FULL = {
     "limit": 1.0,
     "size": 128,
 }
-DRY = {"source": (64, 16, 16), "linked": (64, 16, 16), "epochs": 1, "limit": 2, "size": 64}
+DRY = {"source": (64, 16, 16), "linked": (64, 16, 16), "epochs": 1, "limit": 2, "size": 32}
 # route -> (batch size, step batch size or None, compile mode or None); --dry divides sizes by 8
 ROUTES = {
     "batch32": (32, None, None),
@@ -151,7 +151,7 @@ def main(argv: list[str] | None = None) -> None:
     ]
     if args.dry:
         bench += ["bench.warmup=1", "bench.steps=2", "bench.repeats=2", "bench.predict_batch=8"]
-        bench += ["data.batch_size=16", "bench.data_batches=2"]
+        bench += ["data.batch_size=8", "bench.data_batches=2"]
     if run("bench", bench, work, results):
         results["bench"]["rows"] = json.loads((work / "bench" / "bench.json").read_text())[
             "results"
