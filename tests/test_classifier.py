@@ -200,10 +200,10 @@ def test_precise_bn_share_reestimates_over_that_share_in_a_fit(
     monkeypatch.setattr(
         classifier, "recalibrate_batchnorm", lambda m, t, batches, step: used.append(batches)
     )
-    data = torch.utils.data.TensorDataset(torch.rand(64, 3, 128, 128), torch.arange(64) % 2)
+    data = torch.utils.data.TensorDataset(torch.rand(64, 3, 32, 32), torch.arange(64) % 2)
     loader = torch.utils.data.DataLoader(data, batch_size=2)  # 32 batches per epoch
     trainer = quiet_trainer(
         max_epochs=2, num_sanity_val_steps=0, limit_val_batches=1, default_root_dir=tmp_path
     )
-    trainer.fit(CNNClassifier(precise_bn_share=0.75), loader, loader)
+    trainer.fit(CNNClassifier(image_size=32, precise_bn_share=0.75), loader, loader)
     assert used == [24, 24]  # three quarters of 32 batches, before each epoch's validation

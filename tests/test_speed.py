@@ -17,7 +17,7 @@ from fakeface.models import classifier, steps
 from fakeface.models.classifier import CNNClassifier
 from fakeface.precision import resolve_precision
 
-STEPS, BATCH, SIZE = 6, 8, 64
+STEPS, BATCH, SIZE = 6, 8, 32
 
 
 def _data(seed: int = 0) -> TensorDataset:
