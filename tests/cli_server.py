@@ -30,6 +30,8 @@ def run_child(request: dict) -> None:
     if request["env"] is not None:
         os.environ.clear()
         os.environ.update(request["env"])
+    for name in request.get("missing", ()):  # as if not installed: `import name` fails
+        sys.modules[name] = None
     module = request["module"]
     main = module if module.endswith("__main__") else None
     sys.modules.pop(main or module, None)  # else runpy warns that it was imported before

@@ -123,12 +123,15 @@ class _CliServer:
         assert cls.lines.get(timeout=120).strip() == "ready"
 
     @classmethod
-    def run(cls, module: str, argv: list[str], cwd: str, env: dict | None, timeout: float) -> Any:
+    def run(
+        cls, module: str, argv: list[str], cwd: str, env: dict | None, timeout: float,
+        missing: tuple[str, ...] = (),
+    ) -> Any:  # fmt: skip
         if cls.process is None or cls.process.poll() is not None:
             cls.start()
         with tempfile.TemporaryDirectory() as tmp:
             out, err = f"{tmp}/stdout", f"{tmp}/stderr"
-            request = {"module": module, "argv": argv, "cwd": cwd, "env": env}
+            request = {"module": module, "argv": argv, "cwd": cwd, "env": env, "missing": missing}
             cls.process.stdin.write(json.dumps(request | {"stdout": out, "stderr": err}) + "\n")
             cls.process.stdin.flush()
             pid = int(cls.lines.get(timeout=60))
@@ -143,15 +146,19 @@ class _CliServer:
             )
 
 
-def run_cli(command: list[str], *, cwd: Path | str | None = None, env: dict | None = None,
-            timeout: float = 300) -> subprocess.CompletedProcess:  # fmt: skip
+def run_cli(
+    command: list[str], *, cwd: Path | str | None = None, env: dict | None = None,
+    timeout: float = 300, missing: tuple[str, ...] = (),
+) -> subprocess.CompletedProcess:  # fmt: skip
     """`subprocess.run(command, capture_output=True, text=True, ...)` for `python -m fakeface.X`
     command lines, through the fork server (seconds faster each); other commands, and an
-    environment with another PYTHONPATH (imports the server has already made), run as processes."""
+    environment with another PYTHONPATH (imports the server has already made), run as processes.
+    `missing` modules fail to import in the command, as if they were not installed."""
     cwd = str(cwd or os.getcwd())
     forkable = command[:2] == [sys.executable, "-m"] and command[2].startswith("fakeface")
     if forkable and (env is None or env.get("PYTHONPATH") == os.environ.get("PYTHONPATH")):
-        return _CliServer.run(command[2], command[3:], cwd, env, timeout)
+        return _CliServer.run(command[2], command[3:], cwd, env, timeout, missing)
+    assert not missing, "missing= needs a python -m fakeface... command line"
     return subprocess.run(
         command, capture_output=True, text=True, cwd=cwd, env=env, timeout=timeout
     )

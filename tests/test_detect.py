@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib.util
-import subprocess
 import sys
 from pathlib import Path
 
@@ -14,7 +13,7 @@ import torch
 from omegaconf import OmegaConf
 from skimage import data
 
-from conftest import compose
+from conftest import compose, run_cli
 from fakeface.deploy.export import export_classifier
 from fakeface.errors import ConfigError, DetectorError
 from fakeface.faces.detect import FaceDetector, MTCNNDetector, build_detector
@@ -83,15 +82,11 @@ def test_missing_mtcnn_extra_through_the_cli(tmp_path: Path) -> None:
     model = export_classifier(SeedCNN(image_size=64).eval(), tmp_path / "c.ts", 64)
     (tmp_path / "frames").mkdir()
     cv2.imwrite(str(tmp_path / "frames" / "a.png"), np.zeros((48, 64, 3), np.uint8))
-    code = (
-        "import sys\n"
-        f"for m in {FACENET_MODULES!r}: sys.modules[m] = None\n"
-        f"sys.argv = ['realtime', 'classifier={model}', 'detector=mtcnn', 'display=false',"
-        f" 'source={tmp_path / 'frames'}', 'paths.root_dir={tmp_path}']\n"
-        "from fakeface.realtime.__main__ import main\n"
-        "main()\n"
-    )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    command = [
+        sys.executable, "-m", "fakeface.realtime", f"classifier={model}", "detector=mtcnn",
+        "display=false", f"source={tmp_path / 'frames'}", f"paths.root_dir={tmp_path}",
+    ]  # fmt: skip
+    result = run_cli(command, cwd=tmp_path, missing=FACENET_MODULES)
     assert result.returncode == 1, result.stderr
     assert result.stderr.strip().count("\n") == 0, result.stderr
     assert 'pip install -e ".[mtcnn]"' in result.stderr
