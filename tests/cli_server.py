@@ -57,6 +57,12 @@ def serve() -> None:
         # a module that fails to import fails its own commands, in the child, as python -m would
         with contextlib.suppress(Exception):
             __import__(name)
+    # what every training command imports on first use: the TensorBoard writer, Hydra's plugins
+    with contextlib.suppress(Exception):
+        import torch.utils.tensorboard  # noqa: F401
+        from hydra.core.plugins import Plugins
+
+        Plugins.instance()
     print("ready", flush=True)
     for line in sys.stdin:
         request = json.loads(line)

@@ -200,8 +200,11 @@ TINY_KEYS = tuple(o.split("=")[0] for o in TINY)
 
 
 def distinct(where: str, command: str) -> str:
+    """The command line without those keys, every user folder's placeholder named <folder>."""
     ignored = SAME_PATH if shows_an_error(where) else SAME_PATH + TINY_KEYS
-    words = shlex.split(command, comments=True)
+    words = shlex.split(
+        re.sub(r"<(?!run>|file\.ckpt>)[^<>\s]+>", "<folder>", command), comments=True
+    )
     return " ".join(w for w in words if w.split("=")[0] not in ignored)
 
 
