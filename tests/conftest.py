@@ -28,6 +28,12 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
     return max(1, min(CORES, MAX_WORKERS))
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The slow tests first: the workers then end together on short ones, not one of them idle
+    while the other finishes a long test."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 # Each worker (and every process it starts) gets its share of the cores: torch's default, every
 # core per process, has the workers' thread pools contend for the same cores and slows them all.
 if "PYTEST_XDIST_WORKER_COUNT" in os.environ:
