@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import runpy
+import signal
 import sys
 import traceback
 
@@ -30,6 +31,8 @@ def run_child(request: dict) -> None:
     if request["env"] is not None:
         os.environ.clear()
         os.environ.update(request["env"])
+    # Ctrl-C as in a fresh interpreter, even when the tests run with SIGINT ignored (`... &`)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     for name in request.get("missing", ()):  # as if not installed: `import name` fails
         sys.modules[name] = None
     module = request["module"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import contextlib
 import json
 import os
 import queue
@@ -11,6 +12,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -131,7 +133,7 @@ class _CliServer:
     @classmethod
     def run(
         cls, module: str, argv: list[str], cwd: str, env: dict | None, timeout: float,
-        missing: tuple[str, ...] = (),
+        missing: tuple[str, ...] = (), started: Callable[[int], None] | None = None,
     ) -> Any:  # fmt: skip
         if cls.process is None or cls.process.poll() is not None:
             cls.start()
@@ -142,11 +144,16 @@ class _CliServer:
             cls.process.stdin.flush()
             pid = int(cls.lines.get(timeout=60))
             try:
+                if started is not None:
+                    started(pid)
                 code = int(cls.lines.get(timeout=timeout))
-            except queue.Empty:
-                os.kill(pid, signal.SIGKILL)
-                cls.lines.get(timeout=60)  # its exit status
-                raise subprocess.TimeoutExpired([module, *argv], timeout) from None
+            except BaseException as error:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+                cls.lines.get(timeout=60)  # its exit status: the server is free again
+                if isinstance(error, queue.Empty):
+                    raise subprocess.TimeoutExpired([module, *argv], timeout) from None
+                raise
             return subprocess.CompletedProcess(
                 [module, *argv], code, Path(out).read_text(), Path(err).read_text()
             )
@@ -155,16 +162,18 @@ class _CliServer:
 def run_cli(
     command: list[str], *, cwd: Path | str | None = None, env: dict | None = None,
     timeout: float = 300, missing: tuple[str, ...] = (),
+    started: Callable[[int], None] | None = None,
 ) -> subprocess.CompletedProcess:  # fmt: skip
     """`subprocess.run(command, capture_output=True, text=True, ...)` for `python -m fakeface.X`
     command lines, through the fork server (seconds faster each); other commands, and an
     environment with another PYTHONPATH (imports the server has already made), run as processes.
-    `missing` modules fail to import in the command, as if they were not installed."""
+    `missing` modules fail to import in the command, as if they were not installed; `started` is
+    called with the command's pid while it runs (to signal it), and may raise to kill it."""
     cwd = str(cwd or os.getcwd())
     forkable = command[:2] == [sys.executable, "-m"] and command[2].startswith("fakeface")
     if forkable and (env is None or env.get("PYTHONPATH") == os.environ.get("PYTHONPATH")):
-        return _CliServer.run(command[2], command[3:], cwd, env, timeout, missing)
-    assert not missing, "missing= needs a python -m fakeface... command line"
+        return _CliServer.run(command[2], command[3:], cwd, env, timeout, missing, started)
+    assert not (missing or started), "missing= and started= need a python -m fakeface... line"
     return subprocess.run(
         command, capture_output=True, text=True, cwd=cwd, env=env, timeout=timeout
     )

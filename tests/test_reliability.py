@@ -325,54 +325,43 @@ def train_command(tmp_path: Path, faces: Path, run: str, *overrides: str) -> lis
     ]
 
 
-def launch(tmp_path: Path, faces: Path, run: str, *overrides: str) -> subprocess.Popen:
-    """train_command as a fresh process (signals go to it alone) in its own session, logging to
-    <run>.log."""
+def signalled(
+    tmp_path: Path, faces: Path, run: str, sig: signal.Signals, pattern: str, *overrides: str
+) -> subprocess.CompletedProcess:
+    """train_command through the fork server, sent `sig` once `pattern` appears in its run
+    directory (training is under way); its result."""
+    folder = tmp_path / "outputs" / "cnn" / "runs" / run
+
+    def send(pid: int) -> None:
+        wait_for(pattern, folder, pid)
+        os.kill(pid, sig)
+
     command = train_command(tmp_path, faces, run, *overrides)
-    log = open(tmp_path / f"{run}.log", "w")  # noqa: SIM115 (closed with the process)
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    # Default Ctrl-C handling even when the test runner was started with SIGINT ignored.
-    reset_sigint = lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)  # noqa: E731
-    return subprocess.Popen(
-        command,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env=env,
-        start_new_session=True,
-        preexec_fn=reset_sigint,
-    )
+    return run_cli(command, started=send, timeout=60)
 
 
-def wait_for(pattern: str, folder: Path, proc: subprocess.Popen, timeout: float = 120) -> Path:
-    """The first file matching `pattern` under `folder`; fails if `proc` ends or time runs out."""
+def wait_for(pattern: str, folder: Path, pid: int, timeout: float = 120) -> None:
+    """Until a file matching `pattern` is under `folder`; fails if process `pid` ends first or
+    time runs out."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = sorted(folder.glob(pattern))
-        if found:
-            return found[0]
-        assert proc.poll() is None, f"run ended (rc {proc.returncode}) before {pattern} appeared"
+    while not any(folder.glob(pattern)):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            raise AssertionError(f"run ended before {pattern} appeared") from None
+        assert time.monotonic() < deadline, f"no {pattern} under {folder} after {timeout} s"
         time.sleep(0.02)
-    os.killpg(proc.pid, signal.SIGKILL)
-    raise AssertionError(f"no {pattern} under {folder} after {timeout} s")
-
-
-def finish(proc: subprocess.Popen, timeout: float = 180) -> int:
-    """Wait for `proc`; on timeout kill its whole session (DDP ranks included) and fail."""
-    try:
-        return proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        raise
 
 
 @pytest.mark.slow
 def test_sigkill_mid_run_then_ckpt_path_last_finishes_the_epochs(tmp_path: Path) -> None:
     faces = make_face_folder(tmp_path / "faces")
     runs = tmp_path / "outputs" / "cnn" / "runs"
-    killed = launch(tmp_path, faces, "killed", "trainer.max_epochs=4")
-    wait_for("checkpoints/last.ckpt", runs / "killed", killed)
-    killed.send_signal(signal.SIGKILL)  # no handler runs: only what is on disk counts
-    assert finish(killed) == -signal.SIGKILL
+    # SIGKILL: no handler runs, only what is on disk counts
+    killed = signalled(
+        tmp_path, faces, "killed", signal.SIGKILL, "checkpoints/last.ckpt", "trainer.max_epochs=4"
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
     assert not (runs / "killed" / "metrics.json").exists()  # it really was cut short
 
     resumed = run_cli(
@@ -406,24 +395,13 @@ def test_sigterm_and_ctrl_c_stop_after_saving_last_ckpt(tmp_path: Path) -> None:
     faces = make_face_folder(tmp_path / "faces")
     runs = tmp_path / "outputs" / "cnn" / "runs"
     # No per-epoch last.ckpt: any last.ckpt is the interrupt handler's.
-    procs = {
-        sig: launch(
-            tmp_path,
-            faces,
-            sig.name,
-            "trainer.max_epochs=100",
-            "callbacks.last_checkpoint=null",
-        )
-        for sig in (signal.SIGTERM, signal.SIGINT)
-    }
-    for sig, proc in procs.items():
-        wait_for("checkpoints/epoch_*.ckpt", runs / sig.name, proc)  # training is under way
-        proc.send_signal(sig)
-    expected_rc = {signal.SIGTERM: 143, signal.SIGINT: 1}
-    for sig, proc in procs.items():
-        returncode = finish(proc, 60)
-        log = (tmp_path / f"{sig.name}.log").read_text()
-        assert returncode == expected_rc[sig], log[-3000:]
+    for sig, expected_rc in ((signal.SIGTERM, 143), (signal.SIGINT, 1)):
+        stopped = signalled(
+            tmp_path, faces, sig.name, sig, "checkpoints/epoch_*.ckpt",  # training is under way
+            "trainer.max_epochs=100", "callbacks.last_checkpoint=null",
+        )  # fmt: skip
+        log = stopped.stdout + stopped.stderr
+        assert stopped.returncode == expected_rc, log[-3000:]
         assert "resume with ckpt_path=last" in log
         last = runs / sig.name / "checkpoints" / "last.ckpt"
         state = torch.load(last, weights_only=True)
@@ -558,17 +536,15 @@ def test_one_line_unwraps_worker_tracebacks() -> None:
 @pytest.mark.slow
 def test_ddp_on_two_cpu_processes_shards_the_data_and_writes_one_run(tmp_path: Path) -> None:
     faces = make_face_folder(tmp_path / "faces", per_class=8)  # 16 training images
-    proc = launch(
-        tmp_path,
-        faces,
-        "ddp",
-        "trainer=ddp",
-        "trainer.accelerator=cpu",
-        "trainer.devices=2",
-        "trainer.limit_train_batches=1.0",
-        "test=true",
-    )
-    assert finish(proc, 240) == 0, (tmp_path / "ddp.log").read_text()[-3000:]
+    # rank 0 through the fork server; Lightning starts rank 1 as a fresh `python -m` process
+    result = run_cli(
+        train_command(
+            tmp_path, faces, "ddp", "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2",
+            "trainer.limit_train_batches=1.0", "test=true",
+        ),
+        timeout=240,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
     run = tmp_path / "outputs" / "cnn" / "runs" / "ddp"
     assert list((tmp_path / "outputs").rglob("metrics.json")) == [run / "metrics.json"]
     metrics = json.loads((run / "metrics.json").read_text())
