@@ -25,6 +25,7 @@ ENTRY_POINTS = (
 
 def run_child(request: dict) -> None:
     """In the forked child: redirect the output, set the folder and environment, run, exit."""
+    os.setsid()  # its own session, as a fresh process: the caller can kill it with what it started
     for fd, name in ((1, "stdout"), (2, "stderr")):
         os.dup2(os.open(request[name], os.O_WRONLY | os.O_CREAT | os.O_TRUNC), fd)
     os.chdir(request["cwd"])

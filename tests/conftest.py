@@ -149,7 +149,7 @@ class _CliServer:
                 code = int(cls.lines.get(timeout=timeout))
             except BaseException as error:
                 with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
+                    os.killpg(pid, signal.SIGKILL)  # and what it started (DDP's other ranks)
                 cls.lines.get(timeout=60)  # its exit status: the server is free again
                 if isinstance(error, queue.Empty):
                     raise subprocess.TimeoutExpired([module, *argv], timeout) from None

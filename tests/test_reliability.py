@@ -544,7 +544,7 @@ def test_ddp_on_two_cpu_processes_shards_the_data_and_writes_one_run(tmp_path: P
         ),
         timeout=240,
     )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     run = tmp_path / "outputs" / "cnn" / "runs" / "ddp"
     assert list((tmp_path / "outputs").rglob("metrics.json")) == [run / "metrics.json"]
     metrics = json.loads((run / "metrics.json").read_text())
