@@ -142,7 +142,9 @@ def test_cache_datasets_flip_or_refuse(face_folder: Path, tmp_path: Path) -> Non
 def test_unknown_augment_is_a_clear_error(face_folder: Path) -> None:
     with pytest.raises(ConfigError, match=r"data.augment='sharpen': use one of none, flip, robust"):
         FaceDataModule(root=str(face_folder), augment="sharpen")
-    with pytest.raises(ConfigError, match=r"'flip\+sharpen'.*flip, crop, jitter, resample, blur"):
+    with pytest.raises(
+        ConfigError, match=r"'flip\+sharpen'.*flip, crop, jitter, light, resample, blur"
+    ):
         FaceDataModule(root=str(face_folder), augment="flip+sharpen")
     with pytest.raises(ConfigError, match="data.augment=True"):
         FaceDataModule(root=str(face_folder), augment=True)  # the old boolean hflip habit

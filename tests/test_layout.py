@@ -47,6 +47,7 @@ def test_entry_points_are_the_python_m_commands() -> None:
         "fakeface.train", "fakeface.evaluate", "fakeface.export", "fakeface.predict",
         "fakeface.generate", "fakeface.bench.__main__", "fakeface.realtime.__main__",
         "fakeface.data.inspect", "fakeface.data.cache", "fakeface.data.synthetic",
+        "fakeface.serve.__main__",
     } == ENTRY_POINTS  # fmt: skip
 
 

@@ -62,7 +62,7 @@ def test_folder_with_every_mode_and_a_corrupt_file(model_file: Path, images: Pat
         "cmyk.jpg", "corrupt.jpg", "gray.png", "deep16.png", "no_face.png", "rgb.jpg", "rgba.png"
     ]  # fmt: skip
     table = predict_table(model, info, paths, batch_size=3)
-    assert list(table.columns) == ["path", "p_fake", "p_real", "label", "error"]
+    assert list(table.columns) == ["path", "p_fake", "p_real", "label", "verdict", "error"]
     bad = table[table["error"] != ""]
     assert (
         list(bad["path"]) == [str(images / "corrupt.jpg")] and "corrupt.jpg" in bad["error"].iloc[0]
@@ -87,14 +87,18 @@ def test_batch_size_does_not_change_results(model_file: Path, images: Path) -> N
     pd.testing.assert_frame_equal(one, many, atol=1e-6, rtol=0)
 
 
-def test_detect_crops_the_face_or_falls_back(model_file: Path, images: Path) -> None:
+def test_detect_crops_the_face_and_does_not_score_an_image_without_one(
+    model_file: Path, images: Path
+) -> None:
     model, info = load_classifier(model_file)
     paths = [images / "rgb.jpg", images / "nested" / "no_face.png", images / "corrupt.jpg"]
     table = predict_table(model, info, paths, detector={}, num_workers=1)  # cv2 in a worker
     assert list(table["face"]) == [True, False, None]
     whole = predict_table(model, info, paths[:2])
     assert table["p_fake"][0] != pytest.approx(whole["p_fake"][0], abs=1e-7)  # a crop, not all
-    assert table["p_fake"][1] == pytest.approx(whole["p_fake"][1], abs=1e-6)  # the whole image
+    # no face: reported as such, not scored as if the whole image were a face
+    assert np.isnan(table["p_fake"][1]) and table["verdict"][1] == "no face"
+    assert table["error"][1] == "" and table["label"][1] == ""
 
 
 def test_tta_averages_with_the_mirror(model_file: Path, images: Path) -> None:

@@ -77,3 +77,43 @@ def one_line_errors() -> Iterator[None]:
             raise
         print(f"fakeface: error: {one_line(err)}", file=sys.stderr)
         raise SystemExit(1) from None
+
+
+# `fakeface <command> [overrides]`: the entry points under one console script.
+COMMANDS = {
+    "predict": ("fakeface.predict", "classify photos (the released model unless classifier=...)"),
+    "serve": ("fakeface.serve", "a local web page and JSON API that check photos"),
+    "train": ("fakeface.train", "train the CNN classifier, the detector or the DCGAN"),
+    "evaluate": ("fakeface.evaluate", "metrics, ROC, calibration and per-source report"),
+    "export": ("fakeface.export", "a checkpoint -> TorchScript / ONNX / int8 classifier file"),
+    "realtime": ("fakeface.realtime", "face detection + classification on a camera or video"),
+    "generate": ("fakeface.generate", "fake faces from a trained DCGAN"),
+    "inspect": ("fakeface.data.inspect", "index a dataset: balance, duplicates, bad files"),
+    "cache": ("fakeface.data.cache", "decode a dataset once into a memmap"),
+    "synthetic": ("fakeface.data.synthetic", "write the embedded demo dataset"),
+    "bench": ("fakeface.bench", "speed report: data, training, export, real time, serve"),
+}
+
+
+def console(argv: list[str] | None = None) -> None:
+    """The `fakeface` console script: run the named entry point with Hydra's overrides."""
+    import runpy
+
+    args = sys.argv[1:] if argv is None else argv
+    if not args or args[0] in ("-h", "--help", "help"):
+        width = max(map(len, COMMANDS))
+        lines = [f"  {name:<{width}}  {text}" for name, (_, text) in COMMANDS.items()]
+        print(
+            "usage: fakeface <command> [key=value ...]   (Hydra overrides; <command> --help shows "
+            "its config)\n\ncommands:\n" + "\n".join(lines)
+        )
+        raise SystemExit(0 if args else 2)
+    if args[0] not in COMMANDS:
+        print(
+            f"fakeface: error: unknown command {args[0]!r}; commands: {', '.join(COMMANDS)}",
+            file=sys.stderr,
+        )
+        raise SystemExit(2)
+    module = COMMANDS[args[0]][0]
+    sys.argv = [f"fakeface {args[0]}", *args[1:]]
+    runpy.run_module(module, run_name="__main__", alter_sys=True)

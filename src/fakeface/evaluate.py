@@ -52,10 +52,6 @@ log = logging.getLogger(__name__)
 
 def check_config(cfg: DictConfig) -> float | str:
     """Raise ConfigError naming the key for unusable values; return the threshold (float | auto)."""
-    if not cfg.classifier:
-        raise ConfigError(
-            "give the classifier: python -m fakeface.evaluate classifier=<classifier.ts> data.root=..."
-        )
     threshold = cfg.threshold
     if threshold != "auto" and (
         isinstance(threshold, bool)
@@ -88,7 +84,8 @@ def data_config(cfg: DictConfig) -> dict[str, Any]:
     """
     data = OmegaConf.to_container(cfg.data, resolve=True)
     root = data.get("root")
-    if data.get("layout") == "folder" and not data.get("split_file") and cfg.run_split:
+    use_split = cfg.run_split and cfg.classifier  # the released model has no split.csv
+    if data.get("layout") == "folder" and not data.get("split_file") and use_split:
         beside = Path(cfg.classifier).expanduser().parent / "split.csv"
         asked = {_resolved(r) for r in folder_list(root)}
         if beside.is_file() and (not asked or asked <= set(_split_sources(beside))):
@@ -245,7 +242,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     write_plots(cfg, scores[CLEAN], frame, results, names, out_dir)
     report = {
         "model": {
-            "path": str(cfg.classifier), "arch": info.arch, "image_size": info.image_size,
+            "path": str(cfg.classifier or "released: " + info.name), "arch": info.arch, "image_size": info.image_size,
             "class_names": list(info.class_names), "source": info.source,
         },
         "data": {

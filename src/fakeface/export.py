@@ -14,10 +14,18 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from fakeface.cli import hydra_main
-from fakeface.deploy.export import export_ensemble, load_checkpoint
+from fakeface.deploy.export import describe_training_data, export_ensemble, load_checkpoint
 from fakeface.deploy.formats import FILES, describe, export_formats, parse_formats
 from fakeface.deploy.modelfile import load_classifier
 from fakeface.errors import ConfigError
+
+
+def checkpoint_data(ckpt: str) -> dict:
+    """The data settings a checkpoint was trained with (Lightning saves the DataModule's)."""
+    import torch
+
+    saved = torch.load(ckpt, map_location="cpu", weights_only=True)
+    return dict(saved.get("datamodule_hyper_parameters", {}))
 
 
 @hydra_main("export")
@@ -41,6 +49,10 @@ def main(cfg: DictConfig) -> list[str]:
             calib_images=cfg.calib_images,
             source=Path(cfg.ckpt).resolve(),
             temperature=cfg.temperature,
+            trained_on=describe_training_data(checkpoint_data(cfg.ckpt)),
+            name=cfg.name or "",
+            threshold=cfg.threshold,
+            unsure=tuple(cfg.unsure or ()),
         )
         paths = list(written.values())
     else:

@@ -19,7 +19,13 @@ from omegaconf import DictConfig, OmegaConf
 
 from fakeface.cli import hydra_main
 from fakeface.deploy.inference import CLEAN, score_files
-from fakeface.deploy.modelfile import ClassifierInfo, load_classifier, precision_dtype
+from fakeface.deploy.modelfile import (
+    ClassifierInfo,
+    caveat,
+    load_classifier,
+    precision_dtype,
+    verdict,
+)
 from fakeface.errors import ConfigError
 from fakeface.preprocess import find_images
 
@@ -34,9 +40,10 @@ def predict_table(
 ) -> pd.DataFrame:
     """Classify image files; one row per path, in the order given.
 
-    Columns: path, p_<class> for each class (p_fake, p_real), label, then `face` (with a
-    detector: was a face found, else the whole image was used) and error (unreadable files:
-    the reason, with empty probabilities and label).
+    Columns: path, p_<class> for each class (p_fake, p_real), label (the likelier class),
+    verdict (fake / real / unsure by the file's threshold and unsure band; "no face"), then
+    `face` (with a detector: was a face found; no face: not scored) and error (unreadable
+    files: the reason, with empty probabilities and label).
 
     Args:
         model, info: from `fakeface.deploy.modelfile.load_classifier`.
@@ -54,31 +61,51 @@ def predict_table(
     table["label"] = [
         info.class_names[k] if ok else "" for k, ok in zip(best, readable, strict=True)
     ]
+    table["verdict"] = [verdict(float(p), info) for p in table["p_fake"]]
     if detector is not None:
         table["face"] = scores.faces
+        no_face = (table["face"] == False).to_numpy()  # noqa: E712 (a pandas mask)
+        table.loc[no_face, "verdict"] = "no face"
     table["error"] = [scores.errors.get(i, "") for i in range(len(paths))]
     return table
 
 
-def print_summary(table: pd.DataFrame, out: Path | None = None) -> None:
-    """Counts per label, fraction fake, faces not found, unreadable files (rich)."""
+MAX_LINES = 20  # verdicts printed one per line; more go to the CSV only
+
+
+def print_summary(
+    table: pd.DataFrame, out: Path | None = None, info: ClassifierInfo | None = None
+) -> None:
+    """A verdict line per image (the first MAX_LINES), counts per verdict, unreadable files."""
     from rich.console import Console
     from rich.table import Table
 
     console = Console()
+    colours = {"fake": "red", "real": "green", "unsure": "yellow"}
+    for _, row in table.head(MAX_LINES).iterrows():
+        if row["error"]:
+            continue
+        if row["verdict"] == "no face":
+            console.print(f"{row['path']}: no face found (not scored)", highlight=False)
+            continue
+        colour = colours.get(row["verdict"], "white")
+        console.print(
+            f"{row['path']}: [{colour}]{row['verdict']}[/{colour}] (p_fake {row['p_fake']:.3f})",
+            highlight=False,
+        )
+    if len(table) > MAX_LINES:
+        console.print(f"... and {len(table) - MAX_LINES} more (all in the CSV)")
+    if info is not None and caveat(info):
+        console.print(f"[bold yellow]note:[/bold yellow] {caveat(info)}", highlight=False)
     readable = table[table["error"] == ""]
     summary = Table(title=f"fakeface predict: {len(table)} files", title_justify="left")
-    summary.add_column("label")
+    summary.add_column("verdict")
     summary.add_column("images", justify="right")
     summary.add_column("fraction", justify="right")
-    for label, count in readable["label"].value_counts().sort_index().items():
+    for label, count in readable["verdict"].value_counts().sort_index().items():
         summary.add_row(label, str(count), f"{count / max(len(readable), 1):.1%}")
     summary.add_row("unreadable", str(len(table) - len(readable)), "", style="red")
     console.print(summary)
-    if "face" in table:
-        missing = int((readable["face"] == False).sum())  # noqa: E712 (a pandas mask)
-        if missing:
-            console.print(f"no face found in {missing} image(s): classified the whole image")
     for _, row in table[table["error"] != ""].iterrows():
         console.print(f"[red]unreadable[/red] {row['error']}", highlight=False)
     if out is not None:
@@ -88,10 +115,10 @@ def print_summary(table: pd.DataFrame, out: Path | None = None) -> None:
 @hydra_main("predict")
 def main(cfg: DictConfig) -> str:
     """CLI: predict `cfg.input`, write <out>/predictions.csv, print the summary."""
-    if not cfg.classifier or not cfg.input:
+    if not cfg.input:
         raise ConfigError(
-            "give the classifier and the images: "
-            "python -m fakeface.predict classifier=<classifier.ts> input=<file|dir|glob>"
+            "give the images: fakeface predict input=<file|dir|glob> (classifier=<classifier.ts>: "
+            "your own model instead of the released one)"
         )
     model, info = load_classifier(cfg.classifier, cfg.device)
     table = predict_table(
@@ -109,7 +136,7 @@ def main(cfg: DictConfig) -> str:
     out = Path(cfg.out) / "predictions.csv"
     out.parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(out, index=False)
-    print_summary(table, out)
+    print_summary(table, out, info)
     return str(out)
 
 

@@ -120,6 +120,7 @@ def export_run(
     trainer: L.Trainer,
 ) -> dict[str, Any]:
     """Calibrate the best checkpoint and export it in each of `export_format`'s formats."""
+    from fakeface.deploy.export import describe_training_data
     from fakeface.deploy.formats import export_formats, parse_formats
 
     out_dir = Path(cfg.paths.output_dir)
@@ -134,6 +135,7 @@ def export_run(
         source=best or "in-memory",
         temperature=calibration.get("temperature", 1.0),
         calibration=calibration,
+        trained_on=describe_training_data(dict(datamodule.hparams)),
     )
     return {
         "exported": str(paths[formats[0]]),  # the first format named

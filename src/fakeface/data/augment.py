@@ -18,6 +18,7 @@ AUGMENTS = {
     "robust": ("flip", "blur", "jpeg"),  # Wang et al. 2020
     "strong": ("flip", "crop", "jitter", "blur", "jpeg"),
     "source": ("flip", "jitter", "resample", "blur", "jpeg"),  # forget the storage history
+    "wild": ("flip", "crop", "jitter", "light", "resample", "blur", "jpeg"),  # + framing and light
 }
 STEPS = ("flip", *RANDOM_STEPS)
 

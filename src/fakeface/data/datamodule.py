@@ -9,7 +9,7 @@ from typing import Any
 import lightning as L
 import pandas as pd
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 
 from fakeface import SPLITS
 from fakeface.data.augment import check_augment
@@ -59,6 +59,13 @@ class FaceDataModule(L.LightningDataModule):
             (implies cache); no worker processes, no JPEG decoding during the epoch. With an
             augment the cache cannot do (anything but none and flip), the training split is
             read from the files by workers, and validation and test stay cached or resident.
+        group_regex: layout=folder: split files whose name this regex matches by its first
+            captured group (a person, a prompt's subject group), so that no group is in two
+            splits; other files are split one by one.
+        balance: draw training images so that each class gives half of every epoch and, within
+            a class, every source folder (generator, real source) an equal share (sampling with
+            replacement; the epoch keeps the training split's size unless epoch_size is set).
+        epoch_size: with balance, training images drawn per epoch (null: the split's size).
         on_bad_image: `skip` (count, log once, carry on) or `error` (stop at the first one).
         max_bad_fraction: stop with DatasetError once more than this fraction of a split was
             skipped as unreadable.
@@ -90,6 +97,9 @@ class FaceDataModule(L.LightningDataModule):
         split_file: str | None = None,
         val_root: str | list[str] | None = None,
         val_root_fraction: float = 0.5,
+        group_regex: str | None = None,
+        balance: bool = False,
+        epoch_size: int | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -139,6 +149,10 @@ class FaceDataModule(L.LightningDataModule):
             raise ConfigError(
                 f"data.val_root_fraction={hp.val_root_fraction}: use a share in (0, 1), e.g. 0.5"
             )
+        if hp.epoch_size is not None and (not hp.balance or hp.epoch_size < 1):
+            raise ConfigError(
+                f"data.epoch_size={hp.epoch_size}: needs data.balance=true and a count >= 1"
+            )
         if not 0.0 <= hp.max_bad_fraction <= 1.0:
             raise ValueError(
                 f"data.max_bad_fraction={hp.max_bad_fraction}: use a fraction in [0, 1]"
@@ -167,9 +181,10 @@ class FaceDataModule(L.LightningDataModule):
                 frame.attrs["classes"] = sorted(frame["class_name"].unique())
             else:
                 held_out = (0.0, hp.val_root_fraction, 1 - hp.val_root_fraction)
+                fractions, regex = tuple(hp.split_fractions), hp.group_regex
                 frame = concat_sources(
-                    [split_folder(r, tuple(hp.split_fractions), hp.split_seed) for r in self.roots]
-                    + [split_folder(r, held_out, hp.split_seed) for r in self.val_roots]
+                    [split_folder(r, fractions, hp.split_seed, regex) for r in self.roots]
+                    + [split_folder(r, held_out, hp.split_seed, regex) for r in self.val_roots]
                 )
             self.frames["all"] = frame
         return self.frames["all"]
@@ -207,6 +222,12 @@ class FaceDataModule(L.LightningDataModule):
             raise DatasetError(
                 f"{self.root} ({split}) has {len(found)} class folders {found}; the classifier "
                 "needs exactly two: fake/ and real/"
+            )
+        missing = set(found) - set(frame["class_name"])
+        if self.classes is None and split == self.hparams.train_split and missing:
+            raise DatasetError(
+                f"the training split has no {'/'.join(sorted(missing))} images: data.root "
+                f"({', '.join(str(r) for r in self.roots)}) needs folders of both classes"
             )
         self.frames[split] = frame
         return frame
@@ -254,15 +275,29 @@ class FaceDataModule(L.LightningDataModule):
                 world_size=trainer.world_size if trainer else 1,
                 seed=torch.initial_seed() % 2**31,
             )
+        sampler = self._balanced_sampler(dataset) if shuffle and hp.balance else None
         return DataLoader(
             dataset,
             batch_size=hp.batch_size,
-            shuffle=shuffle,
+            shuffle=shuffle and sampler is None,
+            sampler=sampler,
             num_workers=hp.num_workers,
             pin_memory=hp.pin_memory,
             persistent_workers=hp.persistent_workers and hp.num_workers > 0,
             collate_fn=collate_tracked,
         )
+
+    def _balanced_sampler(self, dataset: Dataset) -> WeightedRandomSampler:
+        """data.balance: weights giving each class half and each source within it an equal share."""
+        frame = self.index(self.hparams.train_split)
+        if len(frame) != len(dataset):
+            raise ConfigError("data.balance=true cannot run with data.cache or device_resident")
+        keys = frame["class_name"] + "|" + sources(frame)
+        per_key = keys.map(keys.value_counts())
+        per_class = frame["class_name"].map(keys.groupby(frame["class_name"]).nunique())
+        weights = 1.0 / (per_key * per_class * frame["class_name"].nunique())
+        size = self.hparams.epoch_size or len(frame)
+        return WeightedRandomSampler(torch.as_tensor(weights.to_numpy()), size)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_set, shuffle=True)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -52,6 +53,7 @@ def export_classifier(
     class_names: Sequence[str] | None = None,
     temperature: float = 1.0,
     calibration: dict | None = None,
+    **release: Any,
 ) -> Path:
     """Write `model` (a CNNClassifier or a plain logits net) to a fakeface classifier file:
     TorchScript for a `.ts` path, ONNX (fp32) for a `.onnx` path.
@@ -69,6 +71,9 @@ def export_classifier(
         temperature: the file divides the logits by it before the softmax (`fit_temperature`);
             1 leaves them as trained.
         calibration: how the temperature was fitted, for the metadata.
+        release: ClassifierInfo's `trained_on` (`describe_training_data`), `name`, and the
+            operating point `threshold` (p_fake >= it: fake) and `unsure` ((low, high): p_fake
+            in [low, high) is "unsure").
     """
     if not 0 < temperature < float("inf"):
         raise ConfigError(f"temperature={temperature}: use a positive number (1 = uncalibrated)")
@@ -86,9 +91,14 @@ def export_classifier(
         fakeface_version=fakeface.__version__,
         temperature=float(temperature),
         calibration=dict(calibration or {}),
+        **release_fields(release),
     )
     wrapper = Probabilities(copy.deepcopy(net).to("cpu", torch.float32), temperature).eval()
-    out_path = Path(out_path)
+    return write_file(wrapper, Path(out_path), info)
+
+
+def write_file(wrapper: nn.Module, out_path: Path, info: ClassifierInfo) -> Path:
+    """Save the probabilities module by the path's suffix (.ts or .onnx), then check it."""
     if out_path.suffix not in (".ts", ".onnx"):
         raise ConfigError(f"{out_path}: name the file .ts (TorchScript) or .onnx (ONNX)")
     out_path.parent.mkdir(parents=True, exist_ok=True)
@@ -100,6 +110,34 @@ def export_classifier(
         save_torchscript(wrapper, out_path, info)
     check_file(out_path, wrapper, info.image_size)
     return out_path
+
+
+def release_fields(release: dict[str, Any]) -> dict[str, Any]:
+    """export_classifier's `release` keywords, checked: ConfigError for a bad operating point
+    (0 <= low <= threshold <= high <= 1; an empty unsure band is fine)."""
+    unknown = set(release) - {"trained_on", "name", "threshold", "unsure"}
+    if unknown:
+        raise TypeError(f"export_classifier() got unexpected arguments {sorted(unknown)}")
+    threshold = float(release.get("threshold", 0.5))
+    unsure = tuple(float(v) for v in release.get("unsure", ()))
+    band_ok = not unsure or (len(unsure) == 2 and 0 <= unsure[0] <= threshold <= unsure[1] <= 1)
+    if not 0 <= threshold <= 1 or not band_ok:
+        raise ConfigError(
+            f"threshold={threshold}, unsure={list(unsure)}: use 0 <= low <= threshold <= high <= 1"
+        )
+    return release | {"threshold": threshold, "unsure": unsure}
+
+
+def describe_training_data(data: dict) -> dict:
+    """The data settings of a run (a DataModule's hyperparameters) -> ClassifierInfo.trained_on."""
+    roots = data.get("root") or []
+    roots = [roots] if isinstance(roots, str) else list(roots)
+    # a class folder (faces-dev/real) is named with its parent
+    names = [
+        "/".join(Path(r).parts[-2:]) if Path(r).name in fakeface.CLASS_NAMES else Path(r).name
+        for r in roots
+    ]
+    return {"synthetic": data.get("synthetic") is not None, "folders": names}
 
 
 def save_torchscript(wrapper: nn.Module, out_path: Path, info: ClassifierInfo) -> None:

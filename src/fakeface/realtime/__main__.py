@@ -14,7 +14,6 @@ from omegaconf import DictConfig, OmegaConf
 
 from fakeface.cli import hydra_main
 from fakeface.deploy.modelfile import load_classifier, precision_dtype
-from fakeface.errors import ConfigError
 from fakeface.faces.detect import build_detector
 from fakeface.realtime.stream import FrameSource, print_summary, run
 
@@ -25,10 +24,6 @@ def main(cfg: DictConfig) -> dict[str, float]:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
         cv2.setNumThreads(cfg.threads)
-    if not cfg.classifier:
-        raise ConfigError(
-            "give the classifier: python -m fakeface.realtime classifier=<classifier.ts> source=0"
-        )
     out = Path(cfg.out)
     model, info = load_classifier(cfg.classifier, cfg.device)
     summary = run(

@@ -1,0 +1,1 @@
+"""fakeface serve: a local web page and JSON API that check photos (FastAPI + uvicorn)."""
