@@ -192,11 +192,13 @@ def class_variants(cfg: DictConfig) -> dict[str, dict[str, Perturbation | None]]
 def score_by_class(
     model: Any, info: Any, frame: pd.DataFrame, variants: dict[str, dict[str, Any]],
     column: int, scoring: dict[str, Any], label: str,
-) -> tuple[dict[str, np.ndarray], dict[int, str]]:  # fmt: skip
-    """p_fake of every row under every variant, each class through its own perturbation."""
+) -> tuple[dict[str, np.ndarray], dict[int, str], np.ndarray]:  # fmt: skip
+    """p_fake of every row under every variant, each class through its own perturbation, the
+    decoding errors, and (with a detector) whether each image had a face."""
     is_fake = (frame["class_name"] == POSITIVE).to_numpy()
     scores = {name: np.full(len(frame), np.nan, np.float32) for name in variants}
     errors: dict[int, str] = {}
+    faces = np.full(len(frame), None, dtype=object)  # with a detector: face found or not
     for fake in (True, False):
         rows = np.flatnonzero(is_fake == fake)
         if not len(rows):
@@ -210,7 +212,8 @@ def score_by_class(
         for name, probs in scored.probs.items():
             scores[name][rows] = probs[:, column]
         errors |= {int(rows[i]): e for i, e in scored.errors.items()}
-    return scores, errors
+        faces[rows] = scored.faces
+    return scores, errors, faces
 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
@@ -223,7 +226,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     frame = evaluation_frame(cfg, datamodule if cfg.split != "none" else None, names)
     scoring = {
         "batch_size": cfg.batch_size, "tta": cfg.tta, "dtype": dtype,
-        "num_workers": cfg.data.num_workers,
+        "num_workers": cfg.data.num_workers, "margin": cfg.margin,
+        "detector": OmegaConf.to_container(cfg.detector) if cfg.detect else None,
     }  # fmt: skip
 
     def scorer(paths: Any, label: str) -> tuple[np.ndarray, np.ndarray]:
@@ -233,7 +237,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     threshold, threshold_info = choose_threshold(cfg, threshold, datamodule, scorer)
     variants = class_variants(cfg)
     start = time.perf_counter()
-    scores, errors = score_by_class(model, info, frame, variants, column, scoring, cfg.split)
+    scores, errors, faces = score_by_class(model, info, frame, variants, column, scoring, cfg.split)
     seconds = time.perf_counter() - start
     results = score_results(cfg, scores, frame, threshold, names, info)
     out_dir = Path(cfg.paths.output_dir)
@@ -257,11 +261,28 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         "images_per_s": len(frame) / seconds if seconds else math.nan,
         **results,
         "unreadable": [{"path": frame["image_path"][i], "reason": e} for i, e in sorted(errors.items())],
+        "faces": face_counts(frame, faces) if cfg.detect else None,
     }  # fmt: skip
     (out_dir / "report.json").write_text(json.dumps(report, indent=2))
     (out_dir / "report.md").write_text(render_markdown(report))
     print_summary(report, out_dir)
     return report
+
+
+def face_counts(frame: pd.DataFrame, faces: np.ndarray) -> dict[str, Any]:
+    """detect=true: images read, images with a face, per group; the images without one (not
+    scored: a scene with no face is no evidence either way)."""
+    found = faces == True  # noqa: E712 (None: unreadable)
+    read = faces != None  # noqa: E711
+    per_group = {
+        str(g): {"images": int(read[m].sum()), "with_face": int(found[m].sum())}
+        for g in dict.fromkeys(frame["group"])
+        for m in [(frame["group"] == g).to_numpy()]
+    }
+    return {
+        "images": int(read.sum()), "with_face": int(found.sum()), "groups": per_group,
+        "no_face": frame["image_path"][read & ~found].tolist(),
+    }  # fmt: skip
 
 
 def _datamodule(data: dict[str, Any] | None) -> Any:

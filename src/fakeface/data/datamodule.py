@@ -25,6 +25,7 @@ from fakeface.data.index import (
     concat_sources,
     folder_list,
     index_split,
+    source_name,
     sources,
     split_folder,
 )
@@ -66,6 +67,9 @@ class FaceDataModule(L.LightningDataModule):
             a class, every source folder (generator, real source) an equal share (sampling with
             replacement; the epoch keeps the training split's size unless epoch_size is set).
         epoch_size: with balance, training images drawn per epoch (null: the split's size).
+        source_weights: with balance, {folder name: weight}: a source's share of its class is
+            its weight over the class's total (unnamed folders weigh 1). A class folder
+            (faces-dev/real) is named with its parent, faces-dev/real.
         on_bad_image: `skip` (count, log once, carry on) or `error` (stop at the first one).
         max_bad_fraction: stop with DatasetError once more than this fraction of a split was
             skipped as unreadable.
@@ -100,6 +104,7 @@ class FaceDataModule(L.LightningDataModule):
         group_regex: str | None = None,
         balance: bool = False,
         epoch_size: int | None = None,
+        source_weights: dict[str, float] | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -292,10 +297,22 @@ class FaceDataModule(L.LightningDataModule):
         frame = self.index(self.hparams.train_split)
         if len(frame) != len(dataset):
             raise ConfigError("data.balance=true cannot run with data.cache or device_resident")
-        keys = frame["class_name"] + "|" + sources(frame)
+        names = sources(frame).map(source_name)
+        keys = frame["class_name"] + "|" + names
+        # a source's share of its class: its weight (default 1) over the class's total weight
+        wanted = dict(self.hparams.source_weights or {})
+        unknown = set(wanted) - set(names)
+        if unknown:
+            raise ConfigError(
+                f"data.source_weights names {sorted(unknown)}, not among the training folders "
+                f"({', '.join(sorted(set(names)))})"
+            )
+        weight = names.map(lambda name: float(wanted.get(name, 1.0)))
+        class_weight = frame["class_name"].map(
+            weight.groupby(keys).first().groupby(lambda key: key.split("|")[0]).sum()
+        )
         per_key = keys.map(keys.value_counts())
-        per_class = frame["class_name"].map(keys.groupby(frame["class_name"]).nunique())
-        weights = 1.0 / (per_key * per_class * frame["class_name"].nunique())
+        weights = weight / (per_key * class_weight * frame["class_name"].nunique())
         size = self.hparams.epoch_size or len(frame)
         return WeightedRandomSampler(torch.as_tensor(weights.to_numpy()), size)
 

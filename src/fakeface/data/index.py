@@ -189,3 +189,9 @@ def sources(frame: pd.DataFrame) -> pd.Series:
     if "source" in frame:
         return frame["source"].astype(str)
     return frame["image_path"].map(lambda p: str(Path(p).expanduser().resolve().parent.parent))
+
+
+def source_name(source: str | Path) -> str:
+    """A source folder's short name: faces-dev; a class folder with its parent, faces-dev/real."""
+    path = Path(source)
+    return "/".join(path.parts[-2:]) if path.name in CLASS_NAMES else path.name

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 import fakeface
+from fakeface.data.index import source_name
 from fakeface.deploy.modelfile import (
     META_FILE,
     ClassifierInfo,
@@ -132,11 +133,7 @@ def describe_training_data(data: dict) -> dict:
     """The data settings of a run (a DataModule's hyperparameters) -> ClassifierInfo.trained_on."""
     roots = data.get("root") or []
     roots = [roots] if isinstance(roots, str) else list(roots)
-    # a class folder (faces-dev/real) is named with its parent
-    names = [
-        "/".join(Path(r).parts[-2:]) if Path(r).name in fakeface.CLASS_NAMES else Path(r).name
-        for r in roots
-    ]
+    names = [source_name(r) for r in roots]
     return {"synthetic": data.get("synthetic") is not None, "folders": names}
 
 

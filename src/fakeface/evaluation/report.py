@@ -22,6 +22,13 @@ def render_markdown(report: dict[str, Any]) -> str:
     lines = _header(report) + _metric_tables(report) + _group_tables(report)
     if report["robustness"]:
         lines += _robustness(report)
+    if report.get("faces"):
+        f = report["faces"]
+        lines += ["", "## Faces (detect=true)", "",
+                  f"A face was found in {f['with_face']} of {f['images']} readable images; "
+                  "images without one were not scored.", "",
+                  "| group | images | with a face |", "|---|---|---|"]  # fmt: skip
+        lines += [f"| {g} | {c['images']} | {c['with_face']} |" for g, c in f["groups"].items()]
     if report["unreadable"]:
         lines += ["", "## Unreadable images (skipped)", ""]
         lines += [f"- `{u['path']}`: {u['reason']}" for u in report["unreadable"][:MAX_LISTED]]
@@ -177,6 +184,12 @@ def print_summary(report: dict[str, Any], out_dir: Path) -> None:
         for row in report["robustness"]:
             sweep.add_row(row["perturbation"], _number(row["accuracy"]), _number(row["roc_auc"]))
         console.print(sweep)
+    if report.get("faces"):
+        f = report["faces"]
+        console.print(
+            f"detect=true: a face in {f['with_face']} of {f['images']} images "
+            f"({f['images'] - f['with_face']} without one, not scored)"
+        )
     for item in report["unreadable"][:10]:
         console.print(f"[red]unreadable[/red] {item['path']}: {item['reason']}", highlight=False)
     if len(report["unreadable"]) > 10:
