@@ -212,7 +212,7 @@ def test_experiment_detector_trains_on_data_synthetic(tmp_path: Path) -> None:
          f"paths.root_dir={tmp_path}", f"paths.output_dir={out}", "callbacks.progress_bar=null",
          "trainer.precision=32-true", "logger=null"],
     )  # fmt: skip
-    assert cfg.data.device_resident and cfg.data.augment == "source"
+    assert cfg.data.device_resident and cfg.data.augment == "wild"
     metrics = train(cfg)
     assert metrics["epochs"] == 1 and set(metrics["test"]) >= {"test/acc", "test/auroc"}
     assert [math.isfinite(row["train/loss"]) for row in metrics["history"]] == [True]

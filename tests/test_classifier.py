@@ -125,7 +125,7 @@ def test_experiment_detector_trains_and_exports_its_final_weights(tmp_path: Path
             "callbacks.progress_bar=null",
         ],
     )
-    assert cfg.model.scheduler == "onecycle" and cfg.data.augment == "source"
+    assert cfg.model.scheduler == "onecycle" and cfg.data.augment == "wild"
     metrics = train(cfg)
     # one-cycle ends at lr ~0: the final epoch (last.ckpt) is tested and exported, not the best
     assert Path(metrics["best_checkpoint"]).name == "last.ckpt"

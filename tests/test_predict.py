@@ -125,15 +125,17 @@ def test_find_images_glob_and_errors(images: Path, tmp_path: Path) -> None:
 def test_cli_writes_csv_and_summary(model_file: Path, images: Path, tmp_path: Path) -> None:
     run = run_cli(
         [sys.executable, "-m", "fakeface.predict", f"classifier={model_file}", f"input={images}",
-         "batch_size=4", "detect=true", "data.num_workers=0"],
+         "batch_size=4", "detect=true", "detector=default", "data.num_workers=0"],
         cwd=tmp_path, env={**os.environ, "COLUMNS": "200"},
     )  # fmt: skip
     assert run.returncode == 0, run.stderr
     # predictions.csv goes into the run directory, like every command's files
     (out,) = tmp_path.glob("outputs/predict/runs/*/predictions.csv")
     table = pd.read_csv(out, keep_default_na=False)
-    assert list(table.columns) == ["path", "p_fake", "p_real", "label", "face", "error"]
+    assert list(table.columns) == ["path", "p_fake", "p_real", "label", "verdict", "face", "error"]
     assert len(table) == 7 and (table["error"] != "").sum() == 1
     assert "unreadable" in run.stdout and "corrupt.jpg" in run.stdout
-    assert "no face found in 2 image" in run.stdout  # no_face.png, deep16.png
+    # no_face.png, deep16.png: reported, not scored
+    assert (table["verdict"] == "no face").sum() == 2 and run.stdout.count("no face found") == 2
+    assert "this model file does not say what it was trained on" in run.stdout
     assert (out.parent / ".hydra" / "config.yaml").is_file()

@@ -42,8 +42,14 @@ RUNS = {
         {"sd21": GENERATORS["sd21"], "web-mixed": REALS["web-mixed"]},
     ),
     "lo_sg2_film": (  # StyleGAN2 out: faces-dev and faces-xsrc keep only their reals
-        ["faces-dev/real", "faces-xsrc/real", "faces-sg3", "faces-sd", "faces-reals/studio-tw",
-         "faces-reals/web-mixed"],
+        [
+            "faces-dev/real",
+            "faces-xsrc/real",
+            "faces-sg3",
+            "faces-sd",
+            "faces-reals/studio-tw",
+            "faces-reals/web-mixed",
+        ],
         {"sg2": GENERATORS["sg2"], "sg2-dev": "faces-dev/fake", "film-imfdb": REALS["film-imfdb"]},
     ),  # fmt: skip
     "lo_utk": (
@@ -55,7 +61,15 @@ RECIPES = {  # recipe -> overrides on top of experiment=detector
     "wild": [],
     "source": ["data.augment=source"],
     "cnn": ["experiment=detector_cnn"],
+    # FFHQ's reals, the one real source from the generators' own domain, drawn 3x as often
+    "ffhq3": ["data.source_weights={FFHQ: 3}"],
 }
+
+
+def recipe_overrides(recipe: str, folders: list[str]) -> list[str]:
+    """The recipe's overrides; FFHQ names faces-dev's folder as this run's data names it."""
+    ffhq = "faces-dev" if "faces-dev" in folders else "faces-dev/real"
+    return [o.replace("FFHQ", ffhq) for o in RECIPES[recipe]]
 
 
 def run(cmd: list[str], log: Path) -> None:
@@ -79,12 +93,13 @@ def main(args: dict[str, str]) -> None:
             if (run_dir / "eval" / "report.json").is_file():
                 continue  # done before: rerunning the script resumes
             roots = ",".join(str(dev / f) for f in folders)
-            experiment = [o for o in RECIPES[recipe] if o.startswith("experiment=")]
+            overrides = recipe_overrides(recipe, folders)
+            experiment = [o for o in overrides if o.startswith("experiment=")]
             start = time.time()
             run([sys.executable, "-m", "fakeface.train", *(experiment or ["experiment=detector"]),
                  "data=devsets", f"data.root=[{roots}]", f"seed={seed}", f"data.split_seed={seed}",
                  f"hydra.run.dir={run_dir}", "logger=null",
-                 *[o for o in RECIPES[recipe] if o not in experiment], *extra],
+                 *[o for o in overrides if o not in experiment], *extra],
                 run_dir.with_suffix(".train.log"))  # fmt: skip
             train_s = time.time() - start
             groups = ",".join(f"{k}: {dev / v}" for k, v in held_out.items())

@@ -1,4 +1,5 @@
 """Benchmarks: python -m fakeface.bench [sections=[data,train,export,dcgan,realtime,routes]]
+(and, when named, detect and serve)
 
 Runs the chosen sections (one module each in this package), with warm-up and medians, on the
 configured data (the synthetic set by default), prints a table and writes bench.json (with the
@@ -23,7 +24,8 @@ from fakeface.errors import ConfigError
 from fakeface.precision import resolve_precision
 
 SECTIONS = ("data", "train", "export", "dcgan", "realtime", "routes")
-EXTRA_SECTIONS = ("detect",)  # only when named: face detectors need a folder of annotated photos
+# only when named: face detectors need a folder of annotated photos; serve times a live server
+EXTRA_SECTIONS = ("detect", "serve")
 
 
 def run_sections(
@@ -36,6 +38,7 @@ def run_sections(
     from fakeface.bench.export import bench_export
     from fakeface.bench.realtime import bench_realtime
     from fakeface.bench.routes import bench_routes
+    from fakeface.bench.serve import bench_serve
     from fakeface.bench.train import bench_train
 
     chosen = set(cfg.sections)
@@ -54,6 +57,8 @@ def run_sections(
         bench_routes(cfg, folder, rows)
     if "detect" in chosen:
         bench_detect(cfg, rows)
+    if "serve" in chosen:
+        bench_serve(cfg, rows)
 
 
 def bench(cfg: DictConfig) -> dict[str, Any]:

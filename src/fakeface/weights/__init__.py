@@ -3,4 +3,4 @@
 from pathlib import Path
 
 # TorchScript, with its contract, training data and operating point inside (fakeface.json)
-RELEASED = Path(__file__).resolve().parent / "detector.ts"
+RELEASED = Path(__file__).resolve().parent / "classifier.ts"

@@ -1,0 +1,145 @@
+"""Tables and the operating point from tools/protocol.py's runs (docs/evaluation.md, "Trust").
+
+    python tools/protocol_report.py out=outputs/protocol [target=0.05]
+
+For each recipe: every left-out generator's ROC-AUC against the run's own test reals (mean and
+the worst real source), the share of each left-out real source called fake at 0.5 and at the
+recipe's threshold, in-source scores of the run trained on everything, and the threshold: the
+lowest p_fake that keeps every left-out real source at or under `target` called fake. Because
+that threshold is fitted on the left-out sources themselves, each source is also scored at the
+threshold fitted on the *other* left-out sources (what a new real source can expect).
+Writes <out>/report.md and <out>/operating_point.json.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torchmetrics.functional.classification import binary_auroc
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from protocol import GENERATORS, REALS, RUNS  # noqa: E402
+
+
+def auroc(fake: np.ndarray, real: np.ndarray) -> float:
+    p = torch.tensor(np.concatenate([fake, real]))
+    y = torch.tensor([1] * len(fake) + [0] * len(real))
+    return float(binary_auroc(p, y))
+
+
+def ece(p: np.ndarray, fake: np.ndarray, bins: int = 15) -> float:
+    """Top-label expected calibration error, equal-width bins (as fakeface.evaluate)."""
+    confidence = np.maximum(p, 1 - p)
+    correct = (p >= 0.5) == fake
+    edges = np.linspace(0.5, 1.0, bins + 1)
+    which = np.clip(np.searchsorted(edges, confidence, side="right") - 1, 0, bins - 1)
+    return float(sum(abs(correct[which == b].mean() - confidence[which == b].mean())
+                     * (which == b).mean() for b in range(bins) if (which == b).any()))  # fmt: skip
+
+
+def load(out: Path) -> pd.DataFrame:
+    """Every scored image of every run: recipe, run, seed, group, class, p_fake, held_out."""
+    frames = []
+    for line in (out / "results.jsonl").read_text().splitlines():
+        r = json.loads(line)
+        run_dir = out / r["recipe"] / f"{r['run']}_s{r['seed']}"
+        frame = pd.read_csv(run_dir / "eval" / "predictions.csv").dropna(subset=["p_fake"])
+        held = set(RUNS[r["run"]][1])
+        frames.append(frame.assign(recipe=r["recipe"], run=r["run"], seed=r["seed"],
+                                   held_out=frame["group"].isin(held)))  # fmt: skip
+    return pd.concat(frames, ignore_index=True)
+
+
+def recipe_tables(data: pd.DataFrame, target: float) -> tuple[list[str], dict]:
+    lines = []
+    # Left-out generators, against the test reals of the sources the run trained on.
+    gen_rows = []
+    for (run, seed), d in data[data["run"] != "all"].groupby(["run", "seed"]):
+        reals = d[(d["class_name"] == "real") & ~d["held_out"]]
+        for gen in [g for g in RUNS[run][1] if g in GENERATORS or g == "sg2-dev"]:
+            p = d.loc[(d["group"] == gen) & (d["class_name"] == "fake"), "p_fake"].to_numpy()
+            per_source = [auroc(p, r["p_fake"].to_numpy()) for _, r in reals.groupby("group")]
+            gen_rows.append({"generator": gen, "seed": seed, "auc": auroc(p, reals["p_fake"].to_numpy()),
+                             "worst_source_auc": min(per_source), "caught@0.5": (p >= 0.5).mean(),
+                             "p": p})  # fmt: skip
+    # Left-out real sources: p_fake of each.
+    held_reals = {}
+    for (run, seed), d in data[data["run"] != "all"].groupby(["run", "seed"]):
+        for src in [g for g in RUNS[run][1] if g in REALS]:
+            held_reals[(src, seed)] = d.loc[d["group"] == src, "p_fake"].to_numpy()
+    seeds = sorted({s for _, s in held_reals})
+    # The threshold: every left-out source <= target called fake (per seed, then the max).
+    thresholds = {s: max(np.quantile(p, 1 - target) for (src, ss), p in held_reals.items() if ss == s)
+                  for s in seeds}  # fmt: skip
+    threshold = float(max(thresholds.values())) if thresholds else 0.5
+    lines += ["| left-out generator | seeds | ROC-AUC mean (min) | worst real source AUC | "
+              f"caught at 0.5 | caught at {threshold:.2f} |", "|---|---|---|---|---|---|"]  # fmt: skip
+    for gen, rows in (
+        pd.DataFrame(gen_rows or [{"generator": None}]).dropna().groupby("generator", sort=False)
+    ):
+        caught = np.mean([(r >= threshold).mean() for r in rows["p"]])
+        lines.append(f"| {gen} | {len(rows)} | {rows['auc'].mean():.3f} ({rows['auc'].min():.3f}) | "
+                     f"{rows['worst_source_auc'].mean():.3f} | {rows['caught@0.5'].mean():.1%} | {caught:.1%} |")  # fmt: skip
+    lines += ["", "| left-out real source | seeds | called fake at 0.5 | at the threshold | "
+              "at the threshold fitted without it | p_fake p95 |", "|---|---|---|---|---|---|"]  # fmt: skip
+    for src in REALS:
+        mine = [(s, p) for (g, s), p in held_reals.items() if g == src]
+        if not mine:
+            continue
+        loo = []
+        for s, p in mine:
+            others = [
+                np.quantile(q, 1 - target)
+                for (g, ss), q in held_reals.items()
+                if ss == s and g != src
+            ]
+            loo.append((p >= (max(others) if others else 0.5)).mean())
+        lines.append(
+            f"| {src} | {len(mine)} | {np.mean([(p >= 0.5).mean() for _, p in mine]):.1%} | "
+            f"{np.mean([(p >= threshold).mean() for _, p in mine]):.1%} | {np.mean(loo):.1%} | "
+            f"{np.mean([np.quantile(p, 0.95) for _, p in mine]):.3f} |"
+        )  # fmt: skip
+    # Trained on everything: each generator and real source of the test split.
+    lines += ["", "| trained on all, test split | n | ROC-AUC vs all test reals | called right at "
+              f"0.5 | at {threshold:.2f} |", "|---|---|---|---|---|"]  # fmt: skip
+    full = data[data["run"] == "all"]
+    summary = {}
+    for seed, d in full.groupby("seed"):
+        reals = d.loc[d["class_name"] == "real", "p_fake"].to_numpy()
+        for (group, cls), g in d.groupby(["group", "class_name"]):
+            p = g["p_fake"].to_numpy()
+            auc = auroc(p, reals) if cls == "fake" else np.nan
+            right = (p >= 0.5) if cls == "fake" else (p < 0.5)
+            right_t = (p >= threshold) if cls == "fake" else (p < threshold)
+            lines.append(f"| {group} {cls} (seed {seed}) | {len(p)} | {auc:.3f} | {right.mean():.1%} | {right_t.mean():.1%} |")  # fmt: skip
+        is_fake = (d["class_name"] == "fake").to_numpy()
+        summary[int(seed)] = {"auc": auroc(d.loc[is_fake, "p_fake"].to_numpy(), reals),
+                              "ece": ece(d["p_fake"].to_numpy(), is_fake)}  # fmt: skip
+        lines.append(f"| all (seed {seed}) | {len(d)} | {summary[int(seed)]['auc']:.3f} | ECE {summary[int(seed)]['ece']:.3f} | |")  # fmt: skip
+    return lines, {"threshold": threshold, "per_seed": thresholds, "target": target,
+                   "trained_on_all": summary}  # fmt: skip
+
+
+def main(args: dict[str, str]) -> None:
+    out = Path(args.get("out", "outputs/protocol"))
+    target = float(args.get("target", 0.05))
+    data = load(out)
+    report, points = ["# Trust protocol", ""], {}
+    for recipe, d in data.groupby("recipe", sort=False):
+        lines, point = recipe_tables(d, target)
+        report += [f"## recipe `{recipe}`", "", *lines, "",
+                   f"Threshold for <= {target:.0%} of every left-out real source called fake: "
+                   f"{point['threshold']:.3f}", ""]  # fmt: skip
+        points[recipe] = point
+    (out / "report.md").write_text("\n".join(report) + "\n")
+    (out / "operating_point.json").write_text(json.dumps(points, indent=2))
+    print("\n".join(report))
+
+
+if __name__ == "__main__":
+    main(dict(a.split("=", 1) for a in sys.argv[1:]))
