@@ -41,7 +41,7 @@ def jpeg_bytes(pixels: np.ndarray, quality: int = 90) -> bytes:
 def client(tmp_path_factory: pytest.TempPathFactory):
     from fastapi.testclient import TestClient
 
-    from fakeface.serve.__main__ import build_app
+    from fakeface.serve.app import build_app
 
     model = tiny_classifier(tmp_path_factory.mktemp("serve") / "classifier.ts")
     cfg = compose("serve", [f"classifier={model}", "max_file_mb=1", "max_request_mb=3"])
@@ -159,7 +159,7 @@ def test_the_page_the_model_and_the_openapi_docs_are_served(client) -> None:
 
 def test_serve_binds_localhost_by_default_and_checks_its_limits() -> None:
     from fakeface.errors import ConfigError
-    from fakeface.serve.__main__ import build_app
+    from fakeface.serve.app import build_app
 
     cfg = compose("serve", [])
     assert cfg.host == "127.0.0.1" and cfg.max_file_mb == 20

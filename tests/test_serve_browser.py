@@ -39,7 +39,7 @@ def start_server(overrides: list[str]) -> Iterator[str]:
     """A live uvicorn server (in a thread) on a free port; yields its address."""
     import uvicorn
 
-    from fakeface.serve.__main__ import build_app
+    from fakeface.serve.app import build_app
 
     port = free_port()
     app = build_app(compose("serve", overrides))

@@ -59,7 +59,7 @@ def live_server(cfg: DictConfig) -> Iterator[str]:
     """`fakeface serve` with its defaults (and serve.classifier) in a thread; yields its URL."""
     import uvicorn
 
-    from fakeface.serve.__main__ import build_app
+    from fakeface.serve.app import build_app
 
     serve_cfg = OmegaConf.load(CONF / "serve.yaml")
     serve_cfg.detector = OmegaConf.load(CONF / "detector" / "mtcnn.yaml")
