@@ -63,6 +63,11 @@ RECIPES = {  # recipe -> overrides on top of experiment=detector
     "cnn": ["experiment=detector_cnn"],
     # FFHQ's reals, the one real source from the generators' own domain, drawn 3x as often
     "ffhq3": ["data.source_weights={FFHQ: 3}"],
+    # and plain studio-like backdrops drawn on both classes
+    "ffhq3bg": [
+        "data.source_weights={FFHQ: 3}",
+        "data.augment=flip+crop+jitter+light+background+resample+blur+jpeg",
+    ],
 }
 
 

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from functools import partial
 
 import numpy as np
-from PIL import Image, ImageEnhance, ImageFilter
+from PIL import Image, ImageDraw, ImageEnhance, ImageFilter
 
 from fakeface.preprocess import to_rgb
 
@@ -103,6 +103,8 @@ RANDOM_STEPS = {
     "jitter": "brightness, contrast and saturation each x U[0.9, 1.1]",
     "light": "studio and phone light on both classes: gamma U[0.7, 1.4], contrast x U[0.75, 1.3], "
     "p=0.3 unsharp mask (radius U[1, 3) px, 50-150 %)",
+    "background": "p=0.3: all but a centred ellipse (the face) replaced by a flat grey or pastel, "
+    "feathered",
     "resample": "p=0.5: down by U[0.25, 1) and back up, bilinear, bicubic or Lanczos at random",
     "blur": "p=0.5: Gaussian blur, sigma U[0, 3) px",
     "jpeg": "p=0.5: JPEG re-encoding at quality U{30..100}",
@@ -147,6 +149,8 @@ def random_steps(
         if rng.random() < 0.3:
             radius, percent = 1 + 2 * rng.random(), 50 + int(100 * rng.random())
             image = image.filter(ImageFilter.UnsharpMask(radius, percent, threshold=2))
+    if "background" in steps and rng.random() < 0.3:
+        image = plain_background(image, rng)
     if "resample" in steps and rng.random() < 0.5:
         factor = 0.25 + 0.75 * rng.random()
         image = down_up(image, factor, _FILTERS[min(int(3 * rng.random()), 2)])
@@ -155,6 +159,24 @@ def random_steps(
     if "jpeg" in steps and rng.random() < 0.5:
         image = jpeg(image, 30 + min(int(71 * rng.random()), 70))  # 71 equally likely qualities
     return image
+
+
+def plain_background(image: Image.Image, rng: np.random.Generator | random.Random) -> Image.Image:
+    """The centred face kept, the rest a flat colour: a studio backdrop for reals and fakes alike.
+
+    Diffusion portraits and studio photos share plain backgrounds; drawn on both classes, a plain
+    backdrop stops being evidence of either. The ellipse covers the face of a centred portrait
+    (FFHQ-aligned, studio or diffusion framing); its edge is feathered over ~4 % of the side.
+    """
+    width, height = image.size
+    rx, ry = width * (0.36 + 0.1 * rng.random()), height * (0.44 + 0.1 * rng.random())
+    cx, cy = width / 2, height * (0.5 + 0.06 * (rng.random() - 0.5))
+    mask = Image.new("L", image.size, 0)
+    ImageDraw.Draw(mask).ellipse((cx - rx, cy - ry, cx + rx, cy + ry), fill=255)
+    mask = mask.filter(ImageFilter.GaussianBlur(0.04 * width))
+    grey = 170 + int(85 * rng.random())
+    tint = [min(255, grey + int(30 * (rng.random() - 0.5))) for _ in range(3)]
+    return Image.composite(image, Image.new("RGB", image.size, tuple(tint)), mask)
 
 
 # ---------------------------------------------------------------------------------------------
