@@ -8,7 +8,8 @@ left-out real source called fake. Every run is a plain `python -m fakeface.train
     python tools/protocol.py dev_data=../shared/data out=outputs/protocol recipe=wild seeds=0
         [runs=lo_sg3_studio,lo_sd_web,...] [extra="data.epoch_size=2000 trainer.max_epochs=4"]
 
-Writes <out>/<recipe>/<run>_s<seed>/ (the training run, eval/ inside) and <out>/results.jsonl.
+Writes <out>/<recipe>/<run>_s<seed>/ (the training run, eval/ inside; the run trained on
+everything also press/: press-sports' whole photos through detect=true) and <out>/results.jsonl.
 """
 
 from __future__ import annotations
@@ -112,6 +113,11 @@ def main(args: dict[str, str]) -> None:
                  "data=folder", f"data.split_file={run_dir}/split.csv", "split=test",
                  f"groups={{{groups}}}", f"hydra.run.dir={run_dir}/eval"],
                 run_dir.with_suffix(".eval.log"))  # fmt: skip
+            if name == "all":  # whole press photos, never trained on: the largest face of each
+                press = dev / "faces-reals/press-sports/real"
+                run([sys.executable, "-m", "fakeface.evaluate", f"classifier={run_dir}/classifier.ts",
+                     "split=none", f"groups={{press-sports: {press}}}", "detect=true",
+                     f"hydra.run.dir={run_dir}/press"], run_dir.with_suffix(".press.log"))  # fmt: skip
             report = json.loads((run_dir / "eval" / "report.json").read_text())
             row = {
                 "recipe": recipe, "run": name, "seed": seed, "train_s": round(train_s),
