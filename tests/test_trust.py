@@ -13,7 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import compose, make_face_folder, run_cli
+from conftest import CONF_DIR, compose, make_face_folder, run_cli
 from fakeface.data.datamodule import FaceDataModule
 from fakeface.data.index import split_folder
 from fakeface.errors import ConfigError, DatasetError
@@ -222,3 +222,36 @@ def test_fakeface_predict_uses_the_released_model_and_prints_a_verdict(tmp_path:
     assert table["face"].tolist() == [True] and 0 <= table["p_fake"][0] <= 1
     info = json.loads(json.dumps(table.to_dict()))  # a plain CSV
     assert info["verdict"]["0"] in ("real", "fake", "unsure")
+
+
+def test_face_crop_trains_on_the_window_deployment_crops_and_caches_the_boxes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from omegaconf import OmegaConf
+
+    import fakeface.faces.detect as detect
+    from fakeface.data.dataset import FaceDataset
+    from fakeface.data.faceboxes import crop_to_face, face_boxes
+    from fakeface.deploy.inference import face_crops
+    from fakeface.preprocess import load_image, preprocess
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    Image.fromarray(skimage_data.astronaut()).save(photos / "face.jpg")
+    Image.fromarray(skimage_data.coffee()).save(photos / "cup.jpg")
+    paths = [str(photos / "face.jpg"), str(photos / "cup.jpg")]
+    preset = OmegaConf.to_container(OmegaConf.load(Path(CONF_DIR) / "detector" / "mtcnn.yaml"))
+    cache = tmp_path / "cache" / "faceboxes.csv"
+    boxes = face_boxes(paths, preset, cache)
+    assert boxes[paths[1]] is None and boxes[paths[0]] is not None and cache.is_file()
+    # the crop is the one predict detect=true and serve classify
+    image = load_image(paths[0])
+    ((_, served),) = face_crops(image, detect.build_detector(preset), 0.4, limit=1)
+    trained = crop_to_face(image, boxes[paths[0]], 0.4)
+    assert trained.size == served.size and np.array_equal(np.asarray(trained), np.asarray(served))
+    frame = pd.DataFrame({"image_path": paths, "label": [1, 1]})
+    x, _ = FaceDataset(frame, 64, face_boxes=boxes, face_margin=0.4)[0]
+    torch.testing.assert_close(x, preprocess(trained, 64))
+    # a second run reads the cache: no detector is built
+    monkeypatch.setattr(detect, "build_detector", lambda *a, **k: pytest.fail("not cached"))
+    assert face_boxes(paths, preset, cache) == boxes

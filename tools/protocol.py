@@ -58,14 +58,15 @@ RUNS = {
         {"utkface": REALS["utkface"]},
     ),
 }
-RECIPES = {  # recipe -> overrides on top of experiment=detector
-    "wild": [],
-    "source": ["data.augment=source"],
+RECIPES = {  # recipe -> overrides on top of experiment=detector (which crops faces: data.face_crop)
+    "crop": [],
+    "wild": ["data.face_crop=null"],  # whole images, as stored
+    "source": ["data.face_crop=null", "data.augment=source"],
     "cnn": ["experiment=detector_cnn"],
-    # FFHQ's reals, the one real source from the generators' own domain, drawn 3x as often
-    "ffhq3": ["data.source_weights={FFHQ: 3}"],
-    # and plain studio-like backdrops drawn on both classes
+    # FFHQ's reals, the one real source from the generators' own domain, drawn 3x as often, and
+    # plain studio-like backdrops drawn on both classes
     "ffhq3bg": [
+        "data.face_crop=null",
         "data.source_weights={FFHQ: 3}",
         "data.augment=flip+crop+jitter+light+background+resample+blur+jpeg",
     ],
@@ -90,7 +91,7 @@ def run(cmd: list[str], log: Path) -> None:
 def main(args: dict[str, str]) -> None:
     dev = Path(args.get("dev_data", "../shared/data")).resolve()
     out = Path(args.get("out", "outputs/protocol")).resolve()
-    recipe = args.get("recipe", "wild")
+    recipe = args.get("recipe", "crop")
     extra = args.get("extra", "").split()
     for seed in [int(s) for s in args.get("seeds", "0").split(",")]:
         for name in args.get("runs", ",".join(RUNS)).split(","):
@@ -109,9 +110,11 @@ def main(args: dict[str, str]) -> None:
                 run_dir.with_suffix(".train.log"))  # fmt: skip
             train_s = time.time() - start
             groups = ",".join(f"{k}: {dev / v}" for k, v in held_out.items())
+            # a model trained on face crops is scored on the same crops (predict detect=true)
+            crops = "data.face_crop=null" not in overrides and not experiment
             run([sys.executable, "-m", "fakeface.evaluate", f"classifier={run_dir}/classifier.ts",
                  "data=folder", f"data.split_file={run_dir}/split.csv", "split=test",
-                 f"groups={{{groups}}}", f"hydra.run.dir={run_dir}/eval"],
+                 f"groups={{{groups}}}", f"hydra.run.dir={run_dir}/eval", f"detect={crops}"],
                 run_dir.with_suffix(".eval.log"))  # fmt: skip
             if name == "all":  # whole press photos, never trained on: the largest face of each
                 press = dev / "faces-reals/press-sports/real"

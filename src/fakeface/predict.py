@@ -8,6 +8,7 @@ Writes predictions.csv into the run directory (or `out`). Every image goes throu
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,8 @@ from fakeface.deploy.modelfile import (
 )
 from fakeface.errors import ConfigError
 from fakeface.preprocess import find_images
+
+log = logging.getLogger(__name__)
 
 
 def predict_table(
@@ -121,6 +124,12 @@ def main(cfg: DictConfig) -> str:
             "your own model instead of the released one)"
         )
     model, info = load_classifier(cfg.classifier, cfg.device)
+    if info.trained_on.get("face_crop") and not cfg.detect:
+        log.warning(
+            "this model was trained on face crops (%s, margin %s): give it faces the same way "
+            "with detect=true, unless your images are already face crops",
+            info.trained_on["face_crop"]["detector"], info.trained_on["face_crop"]["margin"],
+        )  # fmt: skip
     table = predict_table(
         model,
         info,

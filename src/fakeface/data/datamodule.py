@@ -70,6 +70,9 @@ class FaceDataModule(L.LightningDataModule):
         source_weights: with balance, {folder name: weight}: a source's share of its class is
             its weight over the class's total (unnamed folders weigh 1). A class folder
             (faces-dev/real) is named with its parent, faces-dev/real.
+        face_crop: {"detector": <FaceDetector preset>, "margin": m}: every image cropped to its
+            largest face as predict detect=true and serve crop it (fakeface.data.faceboxes);
+            the boxes are found once and cached under `cache_dir`. None: whole images.
         on_bad_image: `skip` (count, log once, carry on) or `error` (stop at the first one).
         max_bad_fraction: stop with DatasetError once more than this fraction of a split was
             skipped as unreadable.
@@ -105,6 +108,7 @@ class FaceDataModule(L.LightningDataModule):
         balance: bool = False,
         epoch_size: int | None = None,
         source_weights: dict[str, float] | None = None,
+        face_crop: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -154,6 +158,11 @@ class FaceDataModule(L.LightningDataModule):
             raise ConfigError(
                 f"data.val_root_fraction={hp.val_root_fraction}: use a share in (0, 1), e.g. 0.5"
             )
+        if hp.face_crop and (hp.cache or hp.device_resident):
+            # as with the full-resolution augmentations, the recipe wins over the speed setting
+            log.info("data.face_crop: every split is read from the image files (no cache)")
+        if hp.face_crop and not {"detector", "margin"} <= set(hp.face_crop):
+            raise ConfigError("data.face_crop needs keys detector (a preset) and margin, or null")
         if hp.epoch_size is not None and (not hp.balance or hp.epoch_size < 1):
             raise ConfigError(
                 f"data.epoch_size={hp.epoch_size}: needs data.balance=true and a count >= 1"
@@ -256,8 +265,23 @@ class FaceDataModule(L.LightningDataModule):
         hp = self.hparams
         return load_or_build(self.index(split), hp.cache_dir, hp.image_size, hp.num_workers)
 
+    def _face_boxes(self, split: str) -> dict | None:
+        """data.face_crop: the split's face boxes (found once, cached); None without face_crop."""
+        crop = self.hparams.face_crop
+        if not crop:
+            return None
+        from fakeface.data.faceboxes import face_boxes
+
+        cache = Path(self.hparams.cache_dir).expanduser() / "faceboxes.csv"
+        return face_boxes(list(self.index(split)["image_path"]), dict(crop["detector"]), cache)
+
     def _dataset(self, split: str, augment: str, crop: int | None = None) -> Dataset:
         hp = self.hparams
+        if hp.face_crop:  # crops from the files, each split (cache and device_resident refused)
+            return FaceDataset(
+                self.index(split), hp.image_size, augment, hp.on_bad_image, crop,
+                face_boxes=self._face_boxes(split), face_margin=float(hp.face_crop["margin"]),
+            )  # fmt: skip
         if augment not in CACHE_AUGMENTS:  # full-resolution steps: from the files (see __init__)
             return FaceDataset(self.index(split), hp.image_size, augment, hp.on_bad_image, crop)
         if hp.device_resident:

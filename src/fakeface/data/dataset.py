@@ -10,6 +10,7 @@ import torch
 from torch.utils.data import Dataset, default_collate
 
 from fakeface.data.augment import ImageAugment, check_augment
+from fakeface.data.faceboxes import crop_to_face
 from fakeface.errors import BadImageError, DatasetError
 from fakeface.preprocess import IMAGE_SIZE, load_image, preprocess
 
@@ -59,6 +60,8 @@ class FaceDataset(Dataset):
         crop: if set, a random crop x crop patch of the image_size image (no resize: the pixels
             keep their scale, so a fully convolutional net trained on patches sees the same
             textures when it reads the whole image at test time).
+        face_boxes: data.face_crop: path -> the largest face's box (None: no face, used whole);
+            each image is cropped to the window deployment crops, `face_margin` around the box.
     """
 
     def __init__(
@@ -68,6 +71,8 @@ class FaceDataset(Dataset):
         augment: str = "none",
         on_bad_image: str = "skip",
         crop: int | None = None,
+        face_boxes: dict[str, tuple[int, int, int, int] | None] | None = None,
+        face_margin: float = 0.4,
     ) -> None:
         if on_bad_image not in ("skip", "error"):
             raise ValueError(f"data.on_bad_image={on_bad_image!r}: use 'skip' or 'error'")
@@ -80,6 +85,7 @@ class FaceDataset(Dataset):
         self.image_augment = ImageAugment(steps) if set(steps) - {"flip"} else None
         self.on_bad_image = on_bad_image
         self.crop = crop
+        self.face_boxes, self.face_margin = face_boxes, face_margin
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -97,6 +103,8 @@ class FaceDataset(Dataset):
                 # train on a batch of one, and an all-bad batch would be empty).
                 skipped.append((self.paths[i], str(err.__cause__ or err)))
                 continue
+            if self.face_boxes is not None:  # data.face_crop: deployment's face window
+                image = crop_to_face(image, self.face_boxes.get(self.paths[i]), self.face_margin)
             if self.image_augment is not None:
                 image = self.image_augment(image)
             x = preprocess(image, self.image_size)

@@ -134,7 +134,14 @@ def describe_training_data(data: dict) -> dict:
     roots = data.get("root") or []
     roots = [roots] if isinstance(roots, str) else list(roots)
     names = [source_name(r) for r in roots]
-    return {"synthetic": data.get("synthetic") is not None, "folders": names}
+    described = {"synthetic": data.get("synthetic") is not None, "folders": names}
+    if data.get("face_crop"):  # the model expects face crops: predict detect=true, serve
+        crop = data["face_crop"]
+        described["face_crop"] = {
+            "detector": crop["detector"].get("kind"),
+            "margin": crop["margin"],
+        }
+    return described
 
 
 def save_torchscript(wrapper: nn.Module, out_path: Path, info: ClassifierInfo) -> None:

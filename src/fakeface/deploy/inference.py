@@ -90,21 +90,16 @@ def face_crops(
 ) -> list[tuple[tuple[int, int, int, int], Image.Image]]:
     """(x, y, w, h) box and square crop of each face `detector` finds, largest first.
 
-    The crop window is the real-time loop's (`face_window`), so predict, serve and realtime
-    frame a face alike.
+    The crop window is the real-time loop's (`face_window`, via `crop_to_face`), so predict,
+    serve, realtime and training with data.face_crop frame a face alike.
     """
     import cv2
 
-    from fakeface.faces.detect import face_window
+    from fakeface.data.faceboxes import crop_to_face
 
-    rgb = np.asarray(image)
-    boxes = detector(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))  # colour: MTCNN needs it
-    out = []
-    for box in list(boxes)[:limit]:
-        left, top, side = face_window(box, rgb.shape[1], rgb.shape[0], margin)
-        crop = image.crop((left, top, left + side, top + side))
-        out.append((tuple(int(v) for v in box), crop))
-    return out
+    boxes = detector(cv2.cvtColor(np.asarray(image), cv2.COLOR_RGB2BGR))  # colour: MTCNN needs it
+    found = [tuple(int(v) for v in box) for box in list(boxes)[:limit]]
+    return [(box, crop_to_face(image, box, margin)) for box in found]
 
 
 @dataclass

@@ -220,6 +220,8 @@ class MTCNNDetector:
         """N x 4 float (x, y, w, h) in `rgb`'s pixels."""
         import torch
 
+        if min(rgb.shape[:2]) < max(12.0, min_size):
+            return np.zeros((0, 4))  # smaller than the smallest face (facenet's pyramid is empty)
         with torch.inference_mode():
             found, _ = self._detect_face(
                 rgb, max(12.0, min_size), *self.nets, self.thresholds, self.factor, self.device
