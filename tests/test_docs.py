@@ -131,6 +131,10 @@ def tiny_data(tmp: Path, overrides: list[str]) -> list[str]:
     """Replace the user's folders with tiny ones of the layout the command's config reads."""
     from conftest import compose, make_face_folder
 
+    # data=devsets paths.dev_data=<folder>: the developers' photo sets, tiny folders here too
+    overrides = [
+        "data.root=[<dev>,<xsrc>]" if o.startswith("paths.dev_data=") else o for o in overrides
+    ]
     probe = [
         o for o in overrides if not o.startswith(("data.root=", "data.val_root=", "ckpt_path="))
     ]
