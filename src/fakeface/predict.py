@@ -89,12 +89,15 @@ def print_summary(
         if row["error"]:
             continue
         if row["verdict"] == "no face":
-            console.print(f"{row['path']}: no face found (not scored)", highlight=False)
+            console.print(
+                f"{row['path']}: no face found (not scored)", highlight=False, soft_wrap=True
+            )
             continue
         colour = colours.get(row["verdict"], "white")
         console.print(
             f"{row['path']}: [{colour}]{row['verdict']}[/{colour}] (p_fake {row['p_fake']:.3f})",
             highlight=False,
+            soft_wrap=True,  # one line per image, whatever the terminal's width
         )
     if len(table) > MAX_LINES:
         console.print(f"... and {len(table) - MAX_LINES} more (all in the CSV)")

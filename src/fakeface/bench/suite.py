@@ -16,6 +16,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from fakeface.bench.common import export_untrained, log, machine_facts, markdown, print_table
@@ -47,6 +48,8 @@ def run_sections(
     if "train" in chosen:
         bench_train(cfg, precisions, rows, device)
     model_file = export_untrained(cfg, folder) if {"export", "realtime"} & chosen else None
+    if model_file is not None:  # their photos come from the data: generate the synthetic set
+        instantiate(cfg.data, _convert_="all").prepare_data()
     if "export" in chosen:
         bench_export(cfg, device, model_file, rows)
     if "dcgan" in chosen:
