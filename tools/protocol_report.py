@@ -48,7 +48,12 @@ def load(out: Path) -> pd.DataFrame:
     for line in (out / "results.jsonl").read_text().splitlines():
         r = json.loads(line)
         run_dir = out / r["recipe"] / f"{r['run']}_s{r['seed']}"
-        frame = pd.read_csv(run_dir / "eval" / "predictions.csv").dropna(subset=["p_fake"])
+        frame = pd.read_csv(run_dir / "eval" / "predictions.csv")
+        no_face = frame["p_fake"].isna() & frame["error"].isna()  # detect=true: not scored
+        if no_face.any():
+            counts = frame[no_face].groupby("group").size().to_dict()
+            print(f"{r['recipe']} {r['run']} s{r['seed']}: no face found {counts}")
+        frame = frame.dropna(subset=["p_fake"])
         held = set(RUNS[r["run"]][1])
         frames.append(frame.assign(recipe=r["recipe"], run=r["run"], seed=r["seed"],
                                    held_out=frame["group"].isin(held)))  # fmt: skip
