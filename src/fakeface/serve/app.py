@@ -99,7 +99,11 @@ async def score_request(
     request: Request, analyser: Analyser, limits: Limits, max_request_bytes: int, heatmap: bool
 ) -> list[dict[str, Any]]:
     """Every file of a multipart request, scored in turn; HTTPException for the request itself."""
-    size = int(request.headers.get("content-length") or 0)
+    length = request.headers.get("content-length")
+    if length is None or not length.isdigit():
+        # a chunked upload would be read before its size is known: the limit needs the length
+        raise HTTPException(411, "send the request with a Content-Length header (curl -F does)")
+    size = int(length)
     if size > max_request_bytes:
         raise HTTPException(
             413,
