@@ -119,7 +119,7 @@ def test_balanced_sampling_gives_each_class_half_and_each_source_its_share(
     dm = FaceDataModule(root=roots, layout="folder", image_size=24, balance=True,
                         epoch_size=20_000, split_fractions=[1.0, 0.0, 0.0])  # fmt: skip
     frame = dm.index("train")
-    sampler = dm._balanced_sampler(range(len(frame)))
+    sampler = dm._balanced_sampler()
     torch.manual_seed(0)
     drawn = frame.iloc[list(sampler)]
     share = drawn.groupby(drawn["source"].map(lambda s: Path(s).name)).size() / len(drawn)
@@ -128,14 +128,16 @@ def test_balanced_sampling_gives_each_class_half_and_each_source_its_share(
     weighted = FaceDataModule(root=roots, layout="folder", image_size=24, balance=True,
                               epoch_size=20_000, split_fractions=[1.0, 0.0, 0.0],
                               source_weights={"small": 3})  # fmt: skip
-    drawn = frame.iloc[list(weighted._balanced_sampler(range(len(frame))))]
+    drawn = frame.iloc[list(weighted._balanced_sampler())]
     share = drawn.groupby(drawn["source"].map(lambda s: Path(s).name)).size() / len(drawn)
     assert share["small"] == pytest.approx(0.375, abs=0.02) and share["gan"] == pytest.approx(
         0.5, abs=0.02
     )
     typo = FaceDataModule(root=roots, layout="folder", balance=True, source_weights={"smal": 3})
     with pytest.raises(ConfigError, match=r"source_weights names \['smal'\]"):
-        typo._balanced_sampler(range(len(typo.index("train"))))
+        typo._balanced_sampler()
+    with pytest.raises(ConfigError, match="set data.device_resident=false"):
+        FaceDataModule(root=roots, layout="folder", balance=True, device_resident=True)
     with pytest.raises(ConfigError, match="data.epoch_size=100: needs data.balance=true"):
         FaceDataModule(root=roots, layout="folder", epoch_size=100)
 

@@ -163,6 +163,10 @@ class FaceDataModule(L.LightningDataModule):
             log.info("data.face_crop: every split is read from the image files (no cache)")
         if hp.face_crop and not {"detector", "margin"} <= set(hp.face_crop):
             raise ConfigError("data.face_crop needs keys detector (a preset) and margin, or null")
+        if hp.balance and hp.device_resident and not hp.face_crop:
+            raise ConfigError(
+                "data.balance=true draws from the files' loader: set data.device_resident=false"
+            )
         if hp.epoch_size is not None and (not hp.balance or hp.epoch_size < 1):
             raise ConfigError(
                 f"data.epoch_size={hp.epoch_size}: needs data.balance=true and a count >= 1"
@@ -277,7 +281,7 @@ class FaceDataModule(L.LightningDataModule):
 
     def _dataset(self, split: str, augment: str, crop: int | None = None) -> Dataset:
         hp = self.hparams
-        if hp.face_crop:  # crops from the files, each split (cache and device_resident refused)
+        if hp.face_crop:  # every split cut from the files (the cache holds whole images)
             return FaceDataset(
                 self.index(split), hp.image_size, augment, hp.on_bad_image, crop,
                 face_boxes=self._face_boxes(split), face_margin=float(hp.face_crop["margin"]),
@@ -304,7 +308,7 @@ class FaceDataModule(L.LightningDataModule):
                 world_size=trainer.world_size if trainer else 1,
                 seed=torch.initial_seed() % 2**31,
             )
-        sampler = self._balanced_sampler(dataset) if shuffle and hp.balance else None
+        sampler = self._balanced_sampler() if shuffle and hp.balance else None
         return DataLoader(
             dataset,
             batch_size=hp.batch_size,
@@ -316,11 +320,9 @@ class FaceDataModule(L.LightningDataModule):
             collate_fn=collate_tracked,
         )
 
-    def _balanced_sampler(self, dataset: Dataset) -> WeightedRandomSampler:
+    def _balanced_sampler(self) -> WeightedRandomSampler:
         """data.balance: weights giving each class half and each source within it an equal share."""
-        frame = self.index(self.hparams.train_split)
-        if len(frame) != len(dataset):
-            raise ConfigError("data.balance=true cannot run with data.cache or device_resident")
+        frame = self.index(self.hparams.train_split)  # the dataset's rows, in its order
         names = sources(frame).map(source_name)
         keys = frame["class_name"] + "|" + names
         # a source's share of its class: its weight (default 1) over the class's total weight
