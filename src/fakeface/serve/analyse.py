@@ -65,11 +65,13 @@ def decode(data: bytes, name: str, limits: Limits) -> Image.Image:
             image.load()
     except UploadError:
         raise
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError) as err:
+        raise UploadError(413, f"{name}: too many pixels to decode safely ({err})") from None
     except UnidentifiedImageError:
         raise UploadError(
             415, f"{name}: not an image Pillow can read (JPEG, PNG, WebP, ...)"
         ) from None
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError, Warning) as err:
+    except (OSError, ValueError, SyntaxError, Warning) as err:
         raise UploadError(400, f"{name}: the image is damaged or truncated ({err})") from None
     return to_rgb(image)
 
