@@ -118,6 +118,11 @@ def test_a_decompression_bomb_is_refused_before_decoding(client) -> None:
         and "bomb.png" in result["error"]
         and "megapixels" in result["error"]
     )
+    # past Pillow's own limit (200 MP) the header alone is refused too, still with a 413
+    huge = io.BytesIO()
+    Image.new("1", (20_000, 12_000)).save(huge, "PNG")
+    result = post(client, ("huge.png", huge.getvalue())).json()["results"][0]
+    assert result["status"] == 413 and "huge.png" in result["error"]
 
 
 def test_a_request_over_the_request_limit_is_refused_with_413(client) -> None:
