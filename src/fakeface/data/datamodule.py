@@ -163,10 +163,9 @@ class FaceDataModule(L.LightningDataModule):
             log.info("data.face_crop: every split is read from the image files (no cache)")
         if hp.face_crop and not {"detector", "margin"} <= set(hp.face_crop):
             raise ConfigError("data.face_crop needs keys detector (a preset) and margin, or null")
-        if hp.balance and hp.device_resident and not hp.face_crop:
-            raise ConfigError(
-                "data.balance=true draws from the files' loader: set data.device_resident=false"
-            )
+        if hp.balance and (hp.cache or hp.device_resident):
+            # the balanced draws need the loader's sampler: the recipe wins over the speed setting
+            log.info("data.balance=true: the training split is read from the image files")
         if hp.epoch_size is not None and (not hp.balance or hp.epoch_size < 1):
             raise ConfigError(
                 f"data.epoch_size={hp.epoch_size}: needs data.balance=true and a count >= 1"
@@ -286,7 +285,8 @@ class FaceDataModule(L.LightningDataModule):
                 self.index(split), hp.image_size, augment, hp.on_bad_image, crop,
                 face_boxes=self._face_boxes(split), face_margin=float(hp.face_crop["margin"]),
             )  # fmt: skip
-        if augment not in CACHE_AUGMENTS:  # full-resolution steps: from the files (see __init__)
+        from_files = augment not in CACHE_AUGMENTS or (hp.balance and split == hp.train_split)
+        if from_files:  # full-resolution steps, or balanced draws: from the files (see __init__)
             return FaceDataset(self.index(split), hp.image_size, augment, hp.on_bad_image, crop)
         if hp.device_resident:
             return self.decoded(split)  # batched on the device by _loader
