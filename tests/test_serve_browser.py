@@ -4,9 +4,6 @@ and a text file to a live `fakeface serve` on a free localhost port."""
 from __future__ import annotations
 
 import shutil
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -29,30 +26,12 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]  # fmt: skip
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def start_server(overrides: list[str]) -> Iterator[str]:
-    """A live uvicorn server (in a thread) on a free port; yields its address."""
-    import uvicorn
+    """A live `fakeface serve` (uvicorn in a thread) on a free port; yields its address."""
+    from fakeface.serve.app import build_app, serve_in_thread
 
-    from fakeface.serve.app import build_app
-
-    port = free_port()
-    app = build_app(compose("serve", overrides))
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "the server did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(10)
+    with serve_in_thread(build_app(compose("serve", overrides))) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

@@ -8,13 +8,9 @@ for 32 photos in one request.
 from __future__ import annotations
 
 import io
-import socket
-import threading
 import time
 import urllib.request
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -54,31 +50,12 @@ def multipart(files: list[tuple[str, bytes]]) -> tuple[bytes, str]:
     ) + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
 
 
-@contextmanager
-def live_server(cfg: DictConfig) -> Iterator[str]:
-    """`fakeface serve` with its defaults (and serve.classifier) in a thread; yields its URL."""
-    import uvicorn
-
-    from fakeface.serve.app import build_app
-
+def serve_config(cfg: DictConfig) -> DictConfig:
+    """`fakeface serve`'s defaults (conf/serve.yaml with its MTCNN detector), serve.classifier."""
     serve_cfg = OmegaConf.load(CONF / "serve.yaml")
     serve_cfg.detector = OmegaConf.load(CONF / "detector" / "mtcnn.yaml")
     serve_cfg.classifier = cfg.serve.classifier
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = uvicorn.Server(
-        uvicorn.Config(build_app(serve_cfg), host="127.0.0.1", port=port, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
+    return serve_cfg
 
 
 def post(url: str, files: list[tuple[str, bytes]]) -> bytes:
@@ -93,7 +70,9 @@ def bench_serve(cfg: DictConfig, rows: list[dict]) -> None:
 
     photo = photo_bytes(cfg)
     b = cfg.bench
-    with live_server(cfg) as base:
+    from fakeface.serve.app import build_app, serve_in_thread
+
+    with serve_in_thread(build_app(serve_config(cfg))) as base:
         first = json.loads(post(f"{base}/api/predict", [("photo.jpg", photo)]))
         faces = len(first["results"][0]["faces"])
         log.info("serve: the bench photo has %d face(s) found", faces)

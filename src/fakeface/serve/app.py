@@ -14,6 +14,11 @@ else is written.
 
 from __future__ import annotations
 
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
@@ -162,3 +167,29 @@ def build_app(cfg: Any) -> FastAPI:
     )  # fmt: skip
     limits = Limits(int(cfg.max_file_mb * MB), int(cfg.max_megapixels * 1e6))
     return create_app(analyser, limits, int(cfg.max_request_mb * MB))
+
+
+@contextmanager
+def serve_in_thread(app: FastAPI, timeout: float = 30.0) -> Iterator[str]:
+    """Run `app` with uvicorn in a daemon thread on a free localhost port; yield its URL.
+
+    For the bench and the browser test: a real HTTP server, stopped when the block ends.
+    """
+    import uvicorn
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + timeout
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError(f"the server did not start on 127.0.0.1:{port}")
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
