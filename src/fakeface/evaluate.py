@@ -25,7 +25,7 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from fakeface.cli import hydra_main
-from fakeface.data.index import folder_list, sources
+from fakeface.data.index import folder_list, source_name, sources
 from fakeface.deploy.inference import CLEAN, score_files
 from fakeface.deploy.modelfile import load_classifier, model_dtype, precision_dtype
 from fakeface.errors import ConfigError
@@ -148,7 +148,7 @@ def evaluation_frame(cfg: DictConfig, datamodule: Any, names: tuple[str, str]) -
                 f"split {cfg.split!r} has class folders {unknown} the model does not know "
                 f"({list(names)})"
             )
-        group = sources(frame).map(lambda s: Path(s).name)
+        group = sources(frame).map(source_name)  # a class folder keeps its parent: faces-dev/real
         frames.append(frame[["image_path", "class_name"]].assign(group=group))
     extra = index_groups(cfg.groups)
     frames.append(extra.assign(class_name=extra["class_name"].replace("real", names[1])))
