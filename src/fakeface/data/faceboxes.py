@@ -42,13 +42,15 @@ def face_boxes(
     import cv2
     from rich.progress import track
 
+    from fakeface.errors import BadImageError
     from fakeface.faces.detect import build_detector
     from fakeface.preprocess import load_image
 
+    # path -> (path, bytes, mtime, x, y, w, h), the CSV's rows as plain tuples
     known = pd.read_csv(cache_file) if cache_file.is_file() else pd.DataFrame(columns=COLUMNS)
-    known = {row.path: row for row in known.itertuples(index=False)}
+    known = {row[0]: row for row in known.itertuples(index=False, name=None)}
     stamps = {p: _stamp(p) for p in paths}
-    todo = [p for p in paths if p not in known or (known[p].bytes, known[p].mtime) != stamps[p]]
+    todo = [p for p in paths if p not in known or tuple(known[p][1:3]) != stamps[p]]
     if todo:
         log.info(
             "data.face_crop: finding the faces of %d images (cached in %s)", len(todo), cache_file
@@ -57,21 +59,20 @@ def face_boxes(
         for path in track(todo, description="finding faces"):
             try:
                 rgb = np.asarray(load_image(path))
-            except Exception:  # noqa: BLE001 (unreadable: the dataset reports it when it is read)
+            except BadImageError:  # unreadable: the dataset reports it when it reads the file
                 boxes = []
             else:
                 boxes = find(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
             box = tuple(int(v) for v in boxes[0]) if len(boxes) else (-1, 0, 0, 0)
-            known[path] = pd.Series(dict(zip(COLUMNS, (path, *stamps[path], *box), strict=True)))
+            known[path] = (path, *stamps[path], *box)
         cache_file.parent.mkdir(parents=True, exist_ok=True)
-        rows = [tuple(r)[: len(COLUMNS)] for r in known.values()]
         partial = cache_file.with_suffix(".partial")
-        pd.DataFrame(rows, columns=COLUMNS).to_csv(partial, index=False)
+        pd.DataFrame(list(known.values()), columns=COLUMNS).to_csv(partial, index=False)
         partial.replace(cache_file)
     out = {}
     for path in paths:
-        row = known[path]
-        out[path] = None if int(row.x) < 0 else (int(row.x), int(row.y), int(row.w), int(row.h))
+        x, y, w, h = (int(v) for v in known[path][3:])
+        out[path] = None if x < 0 else (x, y, w, h)
     missing = sum(box is None for box in out.values())
     if missing:
         log.info(

