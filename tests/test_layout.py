@@ -78,9 +78,16 @@ def test_no_import_cycle() -> None:
         visit(name)
 
 
-def test_predict_evaluate_and_bench_share_one_scoring_function() -> None:
-    for name in ("fakeface.predict", "fakeface.evaluate", "fakeface.bench.export"):
+def test_every_route_scores_through_the_detector_or_score_files() -> None:
+    # faces in photos: the Python API's Detector (predict, serve, the Ray route); labelled
+    # folders under perturbations: score_files. Both crop with face_crops and score with classify.
+    for name in ("fakeface.predict", "fakeface.serve.app", "fakeface.scale"):
+        assert "Detector(" in MODULES[name].read_text(), name
+    for name in ("fakeface.evaluate", "fakeface.bench.export"):
         assert "score_files(" in MODULES[name].read_text(), name
+    for name in ("fakeface.detector", "fakeface.deploy.inference"):
+        text = MODULES[name].read_text()
+        assert "face_crops(" in text and "classify(" in text, name
     loaders = [n for n, p in MODULES.items() if "DataLoader(" in p.read_text()]
     assert "fakeface.predict" not in loaders and "fakeface.evaluate" not in loaders
 

@@ -1,6 +1,7 @@
 """fakeface: tell real face photos from GAN-generated ones."""
 
 from pathlib import Path
+from typing import Any
 
 __version__ = "0.1.0"
 
@@ -17,3 +18,16 @@ def conf_dir() -> Path:
     # train.yaml, not just the folder: an old checkout can leave an empty src/fakeface/conf/ behind
     found = (packaged / "train.yaml").is_file()
     return packaged if found else Path(__file__).resolve().parents[2] / "conf"
+
+
+# The public API (docs/api.md), imported on first use: `import fakeface` stays light for the
+# modules (errors, realtime) that must not pull in torch's scoring stack.
+_API = ("Detector", "Face", "ImageInputError", "Result")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _API:
+        from fakeface import detector
+
+        return getattr(detector, name)
+    raise AttributeError(f"module 'fakeface' has no attribute {name!r}")

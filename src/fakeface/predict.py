@@ -1,154 +1,180 @@
-"""Batch prediction with an exported classifier, to a CSV of probabilities.
+"""Batch prediction: a verdict for every face of every image, streamed to disk as it goes.
 
-    python -m fakeface.predict classifier=classifier.ts input=<file|dir|glob> [detect=true] [tta=true]
+    fakeface predict input=<file|dir|glob|list.txt> [detect=true] [format=csv|jsonl|parquet]
+    fakeface predict input=<folder> detect=true out=<folder> resume=true    # after a crash or ^C
+    fakeface predict input=<folder or list> engine=ray out=<folder>         # Parquet shards on Ray
 
-Writes predictions.csv into the run directory (or `out`). Every image goes through
-`fakeface.deploy.inference.score_files`; files that cannot be decoded are listed and skipped.
+Every image goes through `fakeface.Detector` (the Python API's scoring path). Results are
+written as they come (one CSV or JSONL line per face, flushed after each image; Parquet in
+shards), so a crash loses only the images in flight; `resume=true` skips the files the output
+already holds (same path, size and modification time). Unreadable files get a row with their
+error; the run goes on.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import pandas as pd
-import torch
 from omegaconf import DictConfig, OmegaConf
 
-from fakeface.cli import hydra_main
-from fakeface.deploy.inference import CLEAN, score_files
-from fakeface.deploy.modelfile import (
-    ClassifierInfo,
-    caveat,
-    load_classifier,
-    precision_dtype,
-    verdict,
+from fakeface.batch import (
+    FORMATS,
+    RowWriter,
+    Tally,
+    file_stamp,
+    predict_rows,
+    read_inputs,
+    scored_files,
 )
+from fakeface.cli import hydra_main
+from fakeface.detector import Detector
 from fakeface.errors import ConfigError
-from fakeface.preprocess import find_images
 
 log = logging.getLogger(__name__)
 
 
-def predict_table(
-    model: torch.nn.Module,
-    info: ClassifierInfo,
-    paths: Sequence[str | Path],
-    *,
-    detector: dict[str, Any] | None = None,
-    **scoring: Any,
-) -> pd.DataFrame:
-    """Classify image files; one row per path, in the order given.
-
-    Columns: path, p_<class> for each class (p_fake, p_real), label (the likelier class),
-    verdict (fake / real / unsure by the file's threshold and unsure band; "no face"), then
-    `face` (with a detector: was a face found; no face: not scored) and error (unreadable
-    files: the reason, with empty probabilities and label).
-
-    Args:
-        model, info: from `fakeface.deploy.modelfile.load_classifier`.
-        paths: image files (see `fakeface.preprocess.find_images`).
-        detector: FaceDetector settings to crop the largest face first; None: whole images.
-        scoring: the other keyword arguments of `fakeface.deploy.inference.score_files`.
-    """
-    scores = score_files(model, info, paths, detector=detector, **scoring)
-    probs = scores.probs[CLEAN]
-    table = pd.DataFrame({"path": [str(p) for p in paths]})
-    for k, name in enumerate(info.class_names):
-        table[f"p_{name}"] = probs[:, k]
-    readable = scores.readable()
-    best = np.nan_to_num(probs, nan=-1.0).argmax(1)
-    table["label"] = [
-        info.class_names[k] if ok else "" for k, ok in zip(best, readable, strict=True)
-    ]
-    table["verdict"] = [verdict(float(p), info) for p in table["p_fake"]]
-    if detector is not None:
-        table["face"] = scores.faces
-        no_face = (table["face"] == False).to_numpy()  # noqa: E712 (a pandas mask)
-        table.loc[no_face, "verdict"] = "no face"
-    table["error"] = [scores.errors.get(i, "") for i in range(len(paths))]
-    return table
+def output_path(cfg: DictConfig) -> Path:
+    """Where predictions go: <out>/predictions.<format> (a folder of shards for Parquet)."""
+    if cfg.format not in FORMATS:
+        raise ConfigError(f"format={cfg.format!r}: use one of {', '.join(FORMATS)}")
+    return Path(cfg.out) / f"predictions.{cfg.format}"
 
 
-MAX_LINES = 20  # verdicts printed one per line; more go to the CSV only
-
-
-def print_summary(
-    table: pd.DataFrame, out: Path | None = None, info: ClassifierInfo | None = None
-) -> None:
-    """A verdict line per image (the first MAX_LINES), counts per verdict, unreadable files."""
-    from rich.console import Console
-    from rich.table import Table
-
-    console = Console()
-    colours = {"fake": "red", "real": "green", "unsure": "yellow"}
-    for _, row in table.head(MAX_LINES).iterrows():
-        if row["error"]:
-            continue
-        if row["verdict"] == "no face":
-            console.print(
-                f"{row['path']}: no face found (not scored)", highlight=False, soft_wrap=True
-            )
-            continue
-        colour = colours.get(row["verdict"], "white")
-        console.print(
-            f"{row['path']}: [{colour}]{row['verdict']}[/{colour}] (p_fake {row['p_fake']:.3f})",
-            highlight=False,
-            soft_wrap=True,  # one line per image, whatever the terminal's width
+def previous_run(out: Path) -> Path:
+    """resume=true without out=: the newest earlier run's predictions beside this run's folder."""
+    runs = sorted(out.parent.parent.glob(f"*/{out.name}"))
+    if not runs:
+        raise ConfigError(
+            f"resume=true: no earlier predict run holds a {out.name} under {out.parent.parent}; "
+            "give the folder to go on with: out=<folder> resume=true"
         )
-    if len(table) > MAX_LINES:
-        console.print(f"... and {len(table) - MAX_LINES} more (all in the CSV)")
-    if info is not None and caveat(info):
-        console.print(f"[bold yellow]note:[/bold yellow] {caveat(info)}", highlight=False)
-    readable = table[table["error"] == ""]
-    summary = Table(title=f"fakeface predict: {len(table)} files", title_justify="left")
-    summary.add_column("verdict")
-    summary.add_column("images", justify="right")
-    summary.add_column("fraction", justify="right")
-    for label, count in readable["verdict"].value_counts().sort_index().items():
-        summary.add_row(label, str(count), f"{count / max(len(readable), 1):.1%}")
-    summary.add_row("unreadable", str(len(table) - len(readable)), "", style="red")
-    console.print(summary)
-    for _, row in table[table["error"] != ""].iterrows():
-        console.print(f"[red]unreadable[/red] {row['error']}", highlight=False)
-    if out is not None:
-        console.print(f"wrote {out}", highlight=False)
+    log.info("resume: going on with %s", runs[-1])
+    return runs[-1]
+
+
+def detector_settings(cfg: DictConfig) -> dict[str, Any]:
+    """`fakeface.Detector`'s arguments from a predict config, as plain values (the Ray route
+    sends them to its actors, so a model path is made absolute)."""
+    model = cfg.classifier
+    if model:
+        model = str(Path(model).expanduser().resolve())
+    return {
+        "model": model, "device": cfg.device, "precision": cfg.precision,
+        "faces": OmegaConf.to_container(cfg.detector) if cfg.detect else None,
+        "margin": float(cfg.margin), "tta": bool(cfg.tta), "max_faces": int(cfg.max_faces),
+    }  # fmt: skip
+
+
+def run_local(cfg: DictConfig, paths: list[Path], out: Path) -> None:
+    """Score `paths` in this process, appending to `out`; resume=true skips what it holds."""
+    from rich.console import Console
+
+    done = scored_files(out, cfg.format) if cfg.resume else set()
+    todo = [p for p in paths if (str(p), *file_stamp(p)) not in done]
+    skipped = len(paths) - len(todo)
+    if skipped:
+        log.info("resume: %d of %d files already in %s, skipped", skipped, len(paths), out)
+    detector = Detector(**detector_settings(cfg))
+    crop = detector.info.trained_on.get("face_crop")
+    if crop and not cfg.detect:
+        log.warning(
+            "this model was trained on face crops (%s, margin %s): give it faces the same way "
+            "with detect=true, unless your images are already face crops",
+            crop["detector"], crop["margin"],
+        )  # fmt: skip
+    console = Console()
+    tally = Tally(console)
+    writer = RowWriter(out, cfg.format, int(cfg.shard_rows))
+    try:
+        with _progress(console, len(todo)) as advance:
+            for rows in predict_rows(detector, todo, cfg.batch_size, cfg.data.num_workers):
+                writer.write(rows)
+                tally.add(rows)
+                advance()
+    except KeyboardInterrupt:
+        writer.close()
+        console.print(
+            f"[yellow]interrupted:[/yellow] what was scored is in {out}; run the same command "
+            f"with out={out.parent} resume=true to go on",
+            highlight=False,
+        )
+        raise
+    writer.close()
+    tally.print(out, detector.info, len(paths), skipped)
+
+
+class _progress:  # noqa: N801 (used like a function: `with _progress(console, total) as advance`)
+    """A rich progress bar over files with a rate and an ETA."""
+
+    def __init__(self, console: Any, total: int) -> None:
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TaskProgressColumn,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        self.bar = Progress(
+            TextColumn("predict"), BarColumn(), MofNCompleteColumn(), TaskProgressColumn(),
+            TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=console,
+        )  # fmt: skip
+        self.total = total
+
+    def __enter__(self):  # noqa: ANN204 (returns the advance callable)
+        self.bar.start()
+        task = self.bar.add_task("files", total=self.total)
+        return lambda: self.bar.advance(task)
+
+    def __exit__(self, *exc: object) -> None:
+        self.bar.stop()
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Settings that cannot work, named before anything is loaded."""
+    if not cfg.input:
+        raise ConfigError(
+            "give the images: fakeface predict input=<file|dir|glob|list.txt> "
+            "(classifier=<classifier.ts>: your own model instead of the released one)"
+        )
+    for key in ("batch_size", "max_faces", "shard_rows"):
+        value = cfg[key]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"{key}={value!r}: must be a whole number >= 1")
+    if cfg.engine not in ("local", "ray"):
+        raise ConfigError(f"engine={cfg.engine!r}: use local or ray")
+    if cfg.engine == "ray" and cfg.format != "parquet":
+        raise ConfigError(f"engine=ray writes Parquet shards: drop format={cfg.format}")
 
 
 @hydra_main("predict")
 def main(cfg: DictConfig) -> str:
-    """CLI: predict `cfg.input`, write <out>/predictions.csv, print the summary."""
-    if not cfg.input:
+    """CLI: predict `cfg.input` into <out>/predictions.<format>, print the summary."""
+    if cfg.engine == "ray":
+        cfg.format = "parquet"
+    check_config(cfg)
+    out = output_path(cfg)
+    if not cfg.resume and (out.is_file() or (out.is_dir() and any(out.iterdir()))):
         raise ConfigError(
-            "give the images: fakeface predict input=<file|dir|glob> (classifier=<classifier.ts>: "
-            "your own model instead of the released one)"
+            f"{out} already holds predictions: add resume=true to go on with it, or choose "
+            "another out= (nothing is overwritten)"
         )
-    model, info = load_classifier(cfg.classifier, cfg.device)
-    if info.trained_on.get("face_crop") and not cfg.detect:
-        log.warning(
-            "this model was trained on face crops (%s, margin %s): give it faces the same way "
-            "with detect=true, unless your images are already face crops",
-            info.trained_on["face_crop"]["detector"], info.trained_on["face_crop"]["margin"],
+    if cfg.resume and not (out.exists() or cfg.out != cfg.paths.output_dir):
+        out = previous_run(out)
+    paths = read_inputs(cfg.input)
+    if cfg.engine == "ray":
+        from fakeface.scale import run_ray
+
+        run_ray(
+            detector_settings(cfg), paths, out, resume=cfg.resume, batch_size=cfg.batch_size,
+            workers=int(cfg.ray.workers), address=cfg.ray.address, num_cpus=cfg.ray.num_cpus,
         )  # fmt: skip
-    table = predict_table(
-        model,
-        info,
-        find_images(cfg.input),
-        detector=OmegaConf.to_container(cfg.detector) if cfg.detect else None,
-        margin=cfg.margin,
-        batch_size=cfg.batch_size,
-        tta=cfg.tta,
-        dtype=precision_dtype(cfg.precision, cfg.device),
-        num_workers=cfg.data.num_workers,
-        progress="predict",
-    )
-    out = Path(cfg.out) / "predictions.csv"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    table.to_csv(out, index=False)
-    print_summary(table, out, info)
+        return str(out)
+    run_local(cfg, paths, out)
     return str(out)
 
 

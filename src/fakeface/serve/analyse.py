@@ -1,8 +1,7 @@
 """One uploaded photo -> its faces, each with a box, p_fake, a verdict and (optionally) a heat map.
 
-Decoding, face finding, cropping and scoring are predict's (`fakeface.preprocess`,
-`fakeface.deploy.inference.face_crops`, `fakeface.deploy.modelfile.classify`); this module adds
-the limits a server needs and the heat maps.
+Face finding, cropping and scoring are `fakeface.Detector`'s, as in predict and the Python API;
+this module adds the limits a server needs (decoding an upload) and the heat maps.
 """
 
 from __future__ import annotations
@@ -18,9 +17,9 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from fakeface.deploy.inference import face_crops
-from fakeface.deploy.modelfile import ClassifierInfo, classify, verdict
-from fakeface.preprocess import preprocess, to_rgb
+from fakeface.deploy.modelfile import ClassifierInfo
+from fakeface.detector import Detector
+from fakeface.preprocess import to_rgb, to_tensor
 
 
 class UploadError(Exception):
@@ -80,48 +79,33 @@ class Analyser:
     """Faces, scores and heat maps for decoded photos; one at a time (a lock), as the CPU is shared.
 
     Args:
-        model, info: the classifier file (`load_classifier`).
-        detector: a face detector (`build_detector`).
-        margin: crop margin around each face box (predict's `margin`).
-        dtype: autocast dtype for scoring (None: fp32).
-        tta: average with the mirror image.
-        max_faces: faces scored per photo, largest first.
+        detector: the scoring path every command shares (`fakeface.Detector`): the model, the
+            face detector, margin, precision, TTA and the most faces per photo.
     """
 
-    def __init__(
-        self,
-        model: torch.nn.Module,
-        info: ClassifierInfo,
-        detector: Any,
-        margin: float = 0.4,
-        dtype: torch.dtype | None = None,
-        tta: bool = False,
-        max_faces: int = 20,
-    ) -> None:
-        self.model, self.info, self.detector = model, info, detector
-        self.margin, self.dtype, self.tta, self.max_faces = margin, dtype, tta, max_faces
+    def __init__(self, detector: Detector) -> None:
+        self.detector = detector
+        self.info: ClassifierInfo = detector.info
         self.lock = threading.Lock()
 
     def faces(self, image: Image.Image, heatmaps: bool = False) -> list[dict[str, Any]]:
         """Every face found (largest first): box [x, y, w, h], p_fake, verdict, heat map."""
         with self.lock:
-            found = face_crops(image, self.detector, self.margin, limit=self.max_faces)
-            if not found:
-                return []
-            x = torch.stack([preprocess(crop, self.info.image_size) for _, crop in found])
+            crops = self.detector.cut(image)
+            (result,) = self.detector.score([crops])
             column = self.info.class_names.index("fake")
-            p_fake = classify(self.model, x, self.dtype, self.tta)[:, column].tolist()
-            maps = (
-                [heatmap(self.model, x[i], column) for i in range(len(found))] if heatmaps else []
-            )
+            maps = [
+                heatmap(self.detector.network, to_tensor(pixels), column)
+                for pixels in (crops.pixels if heatmaps else [])
+            ]
         return [
             {
-                "box": list(box),
-                "p_fake": round(float(p), 4),
-                "verdict": verdict(float(p), self.info),
+                "box": list(face.box),
+                "p_fake": face.p_fake,
+                "verdict": face.verdict,
                 **({"heatmap": maps[i]} if heatmaps else {}),
             }
-            for i, ((box, _), p) in enumerate(zip(found, p_fake, strict=True))
+            for i, face in enumerate(result.faces)
         ]
 
 

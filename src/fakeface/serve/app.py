@@ -152,19 +152,18 @@ def build_app(cfg: Any) -> FastAPI:
     """The app of a serve config (conf/serve.yaml): model, detector, limits."""
     from omegaconf import OmegaConf
 
-    from fakeface.deploy.modelfile import load_classifier, precision_dtype
-    from fakeface.faces.detect import build_detector
+    from fakeface.detector import Detector
 
     for key in ("max_file_mb", "max_request_mb", "max_megapixels", "max_faces"):
         value = cfg[key]
         if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
             raise ConfigError(f"{key}={value!r}: use a positive number")
-    model, info = load_classifier(cfg.classifier, "cpu")
-    detector = build_detector(OmegaConf.to_container(cfg.detector), "cpu")
-    analyser = Analyser(
-        model, info, detector, margin=cfg.margin, dtype=precision_dtype(cfg.precision, "cpu"),
-        tta=cfg.tta, max_faces=int(cfg.max_faces),
+    detector = Detector(
+        cfg.classifier, precision=cfg.precision, faces=OmegaConf.to_container(cfg.detector),
+        margin=cfg.margin, tta=cfg.tta, max_faces=int(cfg.max_faces),
     )  # fmt: skip
+    detector.face_detector()  # build it now: a missing extra stops the server before it starts
+    analyser = Analyser(detector)
     limits = Limits(int(cfg.max_file_mb * MB), int(cfg.max_megapixels * 1e6))
     return create_app(analyser, limits, int(cfg.max_request_mb * MB))
 
