@@ -284,3 +284,20 @@ def test_detect_section_on_an_annotated_photo(tmp_path: Path) -> None:
     assert {r["section"] for r in rows} == {"detect"} and len(rows) == 8
     with pytest.raises(ConfigError, match="detect.images"):
         bench(compose("bench", ["sections=[detect]", f"paths.root_dir={tmp_path}"]))
+
+
+@pytest.mark.slow
+def test_serve_and_scale_sections_run_with_their_defaults_on_a_fresh_folder(
+    tmp_path: Path,
+) -> None:
+    """No serve.photo and no data generated yet (a fresh clone): the sections still measure a
+    real face, through the page, the API and predict (the Ray rows: tests/test_scale.py)."""
+    cfg = compose("bench", [
+        "sections=[serve,scale]", f"paths.root_dir={tmp_path}", f"paths.output_dir={tmp_path / 'run'}",
+        "bench.warmup=1", "serve.requests=2", "scale.photos=4", "scale.requests=2", "scale.ray=false",
+    ])  # fmt: skip
+    rows = {r["name"]: r for r in bench(cfg)["results"]}
+    assert rows["one 640x480 photo, 1 face(s): median"]["value"] > 0
+    assert rows["API: one 640x480 photo, median"]["value"] > 0
+    assert rows["API latency / page latency"]["value"] > 0
+    assert rows["fakeface predict (num_workers=2), CSV"]["unit"] == "photos/s"

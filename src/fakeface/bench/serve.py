@@ -21,14 +21,25 @@ from fakeface.bench.common import CONF, log, row
 
 
 def photo_bytes(cfg: DictConfig) -> bytes:
-    """serve.photo resized to 640x480 as JPEG; else a face of the data on the clip's backdrop."""
+    """serve.photo resized to 640x480 as JPEG; else a real face photo that ships in a package
+    (scikit-image's astronaut, public domain; the dev extra has it) on the clip's backdrop, and
+    without scikit-image a face of the data."""
     if cfg.serve.photo:
         image = Image.open(Path(cfg.serve.photo).expanduser()).convert("RGB").resize((640, 480))
     else:
         from fakeface.bench.realtime import backdrop, find_faces
 
         frame = backdrop()
-        frame[140:340, 220:420] = find_faces(cfg, 1, 200)[0]
+        try:
+            from skimage import data
+
+            face = np.asarray(Image.fromarray(data.astronaut()).resize((200, 200)))[:, :, ::-1]
+        except ImportError:
+            from hydra.utils import instantiate
+
+            instantiate(cfg.data, _convert_="all").prepare_data()  # a fresh clone has no data yet
+            face = find_faces(cfg, 1, 200)[0]
+        frame[140:340, 220:420] = face
         image = Image.fromarray(np.ascontiguousarray(frame[:, :, ::-1]))
     buf = io.BytesIO()
     image.save(buf, "JPEG", quality=90)

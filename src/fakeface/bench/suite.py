@@ -1,5 +1,5 @@
 """Benchmarks: python -m fakeface.bench [sections=[data,train,export,dcgan,realtime,routes]]
-(and, when named, detect and serve)
+(and, when named, detect, serve and scale)
 
 Runs the chosen sections (one module each in this package), with warm-up and medians, on the
 configured data (the synthetic set by default), prints a table and writes bench.json (with the
@@ -25,8 +25,9 @@ from fakeface.errors import ConfigError
 from fakeface.precision import resolve_precision
 
 SECTIONS = ("data", "train", "export", "dcgan", "realtime", "routes")
-# only when named: face detectors need a folder of annotated photos; serve times a live server
-EXTRA_SECTIONS = ("detect", "serve")
+# only when named: face detectors need a folder of annotated photos; serve times a live server;
+# scale times the API, predict and the Ray route on the released model (minutes)
+EXTRA_SECTIONS = ("detect", "serve", "scale")
 
 
 def run_sections(
@@ -39,6 +40,7 @@ def run_sections(
     from fakeface.bench.export import bench_export
     from fakeface.bench.realtime import bench_realtime
     from fakeface.bench.routes import bench_routes
+    from fakeface.bench.scale import bench_scale
     from fakeface.bench.serve import bench_serve
     from fakeface.bench.train import bench_train
 
@@ -62,6 +64,8 @@ def run_sections(
         bench_detect(cfg, rows)
     if "serve" in chosen:
         bench_serve(cfg, rows)
+    if "scale" in chosen:
+        bench_scale(cfg, rows)
 
 
 def bench(cfg: DictConfig) -> dict[str, Any]:
