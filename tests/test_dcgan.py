@@ -538,9 +538,143 @@ def test_generate_report_writes_json_and_markdown(run_dir: Path, tmp_path: Path)
     result = report(paths, reference / "all" / "real", tmp_path / "gen")
     saved = json.loads((tmp_path / "gen" / "report.json").read_text())
     assert saved["n_samples"] == 4 and saved["n_reference"] == 3
+    # the fields: face rate by MTCNN, diversity, near-copies, KID (Lite0 features)
+    assert saved["face_detector"] == "mtcnn" and 0 <= saved["face_rate"] <= 1
+    assert saved["memorisation"]["near_copy_fraction"] >= 0 and saved["kid"] > 0
+    assert saved["kid_reference"] == str(reference / "all" / "real")
     assert saved["diversity_ratio"] == pytest.approx(result["diversity_ratio"])
     assert "| diversity ratio |" in (tmp_path / "gen" / "report.md").read_text()
     command = [sys.executable, "-m", "fakeface.generate", "ckpt=x.ckpt", "report=true"]
     result = run_cli(command, cwd=tmp_path, timeout=120)
     assert result.returncode == 1
     assert result.stderr.strip().startswith("fakeface: error: report=true needs reference=")
+
+
+def test_narrow_networks_follow_g_width_and_d_width() -> None:
+    model = DCGAN(image_size=64, discriminator="dcgan", g_norm="batch", g_width=8, d_width=4)
+    convs = [m for m in model.generator.upsample if isinstance(m, torch.nn.ConvTranspose2d)]
+    # 64 px: three x2 stages from 8 x 8, the width halving towards the pixels
+    assert [c.out_channels for c in convs] == [32, 16, 8] and convs[0].in_channels == 64
+    assert model.discriminator.features[0].out_channels == 4
+    assert model.sample().shape == (10, 3, 64, 64)
+    with pytest.raises(ConfigError, match="model.d_width=32"):
+        DCGAN(image_size=64, d_width=32)  # the SeedCNN discriminator has no width
+
+
+def _fit(model: DCGAN, ckpt: Path | None, epochs: int, root: Path) -> L.Trainer:
+    images = torch.rand(8, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    loader = DataLoader(TensorDataset(images, torch.ones(8, dtype=torch.long)), batch_size=4)
+    trainer = quiet_trainer(precision="32-true", max_epochs=epochs, default_root_dir=root)
+    trainer.fit(model, loader, ckpt_path=ckpt, weights_only=True)
+    return trainer
+
+
+def test_resume_restores_both_optimizers_the_average_and_the_step(tmp_path: Path) -> None:
+    hp = dict(image_size=64, discriminator="dcgan", g_norm="batch", g_width=8, d_width=8)
+    L.seed_everything(0)
+    first = DCGAN(g_ema=0.9, **hp)
+    trainer = _fit(first, None, 1, tmp_path / "a")
+    ckpt = tmp_path / "one_epoch.ckpt"
+    trainer.save_checkpoint(ckpt)
+    saved = torch.load(ckpt, weights_only=True)
+
+    class Restored(L.Callback):  # what the resumed fit starts from, before its first step
+        def on_train_start(self, trainer: L.Trainer, module: DCGAN) -> None:
+            self.step = trainer.global_step
+            self.ema = {k: v.clone() for k, v in module.generator_ema.state_dict().items()}
+            self.adam = [o.state_dict()["state"][0]["step"].item() for o in trainer.optimizers]
+
+    restored = Restored()
+    second = DCGAN(g_ema=0.9, **hp)  # fresh weights: everything must come from the file
+    images = torch.rand(8, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    loader = DataLoader(TensorDataset(images, torch.ones(8, dtype=torch.long)), batch_size=4)
+    resumed = quiet_trainer(
+        precision="32-true", max_epochs=2, default_root_dir=tmp_path / "b", callbacks=[restored]
+    )
+    resumed.fit(second, loader, ckpt_path=ckpt, weights_only=True)
+    assert restored.step == 4  # 2 batches x 2 optimizers in the first epoch
+    assert restored.adam == [2.0, 2.0]  # D's and G's Adam each made 2 steps
+    for key, value in restored.ema.items():
+        assert torch.equal(value, saved["state_dict"][f"generator_ema.{key}"])
+    assert resumed.global_step == 8
+
+
+def test_experiment_dcgan_cpu_trains_saves_resumes_and_generates(tmp_path: Path) -> None:
+    faces = make_face_folder(tmp_path / "faces", per_class=4, size=64, splits=("flat",))
+    common = (
+        "trainer.precision=32-true",
+        "model.g_width=8",  # the recipe's networks, narrowed: seconds, not minutes
+        "model.d_width=8",
+        "callbacks.gan_monitor.kid_samples=0",  # KID has its own tests (test_ganreport.py)
+        "callbacks.gan_monitor.every_minutes=0.0001",  # a progress line after every batch
+        "callbacks.gan_monitor.snapshot_minutes=[0.000001]",  # after the first batch
+    )
+    cfg = dcgan_cfg(faces / "flat", tmp_path / "run", *common, experiment="dcgan_cpu")
+    assert cfg.data.image_size == 64 and cfg.trainer.max_time == "00:01:00:00"
+    assert cfg.model.diffaugment == "color,translation" and cfg.model.g_ema == 0.995
+    assert cfg.data.batch_size == 2  # dcgan_cfg shrinks the recipe's 32
+    metrics = train(cfg)
+    assert metrics["epochs"] == 1
+    run = tmp_path / "run"
+    assert (run / "checkpoints" / "minute_000.ckpt").is_file()
+    assert (run / "samples" / "minute_000.png").is_file()
+    resumed = dcgan_cfg(
+        faces / "flat",
+        tmp_path / "resumed",
+        *common,
+        "trainer.max_epochs=2",
+        f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}",
+        experiment="dcgan_cpu",
+    )
+    assert train(resumed)["epochs"] == 2
+    last = torch.load(tmp_path / "resumed" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert last["global_step"] == 8  # 2 epochs x 2 batches x 2 optimizers: it went on
+    paths = generate(tmp_path / "resumed" / "checkpoints" / "last.ckpt", n=3, out=tmp_path / "g")
+    assert len(paths) == 3 and Image.open(paths[0]).size == (64, 64)
+
+
+def test_gan_monitor_logs_the_time_left_to_max_time(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from fakeface.models.callbacks import GANMonitor
+
+    model = DCGAN(image_size=64, discriminator="dcgan", g_width=8, d_width=8)
+    images = torch.rand(8, 3, 64, 64)
+    loader = DataLoader(TensorDataset(images, torch.ones(8, dtype=torch.long)), batch_size=4)
+    monitor = GANMonitor(every_minutes=0.0001, kid_samples=0)
+    trainer = quiet_trainer(
+        precision="32-true", max_time="00:00:10:00", max_epochs=1, callbacks=[monitor],
+        default_root_dir=tmp_path,
+    )  # fmt: skip
+    with caplog.at_level("INFO", logger="fakeface.models.callbacks"):
+        trainer.fit(model, loader)
+    lines = [r.getMessage() for r in caplog.records if "generator steps" in r.getMessage()]
+    assert lines and "of the 10.0 min budget, ends in about" in lines[0]
+    assert "2 generator steps" in lines[-1]
+    with pytest.raises(ValueError, match="every_minutes"):
+        GANMonitor(every_minutes=0)
+
+
+def test_gan_monitor_tracks_kid_in_the_logger_and_kid_csv(tmp_path: Path) -> None:
+    from lightning.pytorch.loggers import CSVLogger
+
+    from fakeface.models.callbacks import GANMonitor
+
+    reference = make_face_folder(tmp_path / "ref", per_class=3, size=64, splits=("all",))
+    model = DCGAN(image_size=64, discriminator="dcgan", g_width=8, d_width=8)
+    images = torch.rand(8, 3, 64, 64)
+    loader = DataLoader(TensorDataset(images, torch.ones(8, dtype=torch.long)), batch_size=4)
+    monitor = GANMonitor(
+        every_minutes=0.000001, kid_samples=4, kid_reference=str(reference / "all" / "real")
+    )
+    logger = CSVLogger(tmp_path, name="csv")
+    trainer = quiet_trainer(
+        precision="32-true", max_epochs=1, callbacks=[monitor], logger=logger,
+        default_root_dir=tmp_path,
+    )  # fmt: skip
+    trainer.fit(model, loader)
+    rows = (tmp_path / "kid.csv").read_text().splitlines()
+    assert rows[0] == "seconds,generator_steps,kid" and len(rows) == 4  # 2 batches + the end
+    assert all(np.isfinite(float(row.split(",")[2])) for row in rows[1:])
+    logged = (Path(logger.log_dir) / "metrics.csv").read_text()
+    assert "train/kid" in logged.splitlines()[0]

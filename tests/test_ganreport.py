@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from skimage import data
 
 from fakeface.evaluation.ganreport import (
@@ -75,3 +76,47 @@ def test_report_files_hold_every_measure(tmp_path: Path, faces: np.ndarray) -> N
     assert saved["diversity_ratio"] == pytest.approx(report["diversity_ratio"])
     text = md_path.read_text()
     assert "| face rate (Haar, default preset) | 0.000 |" in text and "p_fake" in text
+
+
+def test_kid_is_near_zero_within_one_distribution_and_positive_between_two() -> None:
+    from fakeface.evaluation.kid import kid
+
+    rng = np.random.default_rng(0)
+    a, b = (torch.as_tensor(rng.normal(size=(300, 64))) for _ in range(2))
+    shifted = torch.as_tensor(rng.normal(0.5, 1.0, size=(300, 64)))
+    same, apart = kid(a, b), kid(a, shifted)
+    assert abs(same) < 0.01 * apart  # two draws of one distribution: about 0
+    # One set against itself: the estimator leaves out k(x, x) within a set but not across,
+    # which puts it a little below 0 (order 1/n), still far from a real difference.
+    assert -0.1 * apart < kid(a, a.clone()) < 0
+    assert apart > 0.5
+    with pytest.raises(ValueError, match="at least 2"):
+        kid(a[:1], b)
+
+
+@pytest.fixture(scope="module")
+def features():
+    from fakeface.evaluation.kid import KIDFeatures
+
+    return KIDFeatures()  # the ImageNet EfficientNet-Lite0 of the pip package: no download
+
+
+def test_kid_on_efficientnet_features_tells_faces_from_colour_fields(
+    faces: np.ndarray, features
+) -> None:
+    from fakeface.evaluation.kid import kid
+
+    face_features = features(faces)
+    assert face_features.shape == (4, 1280) and face_features.dtype == torch.float64
+    fields = features(varied(8))
+    apart = kid(face_features, fields)
+    assert -0.1 * apart < kid(face_features, face_features.clone()) <= 0  # 4 images: -2/n bias
+    assert kid(fields[:4], features(varied(4, seed=9))) < 0.5 * apart
+
+
+def test_report_with_a_kid_reference_holds_kid(tmp_path: Path, faces: np.ndarray, features) -> None:
+    report = gan_report(varied(6), faces, kid_reference=faces, features=features)
+    assert report["kid"] > 0 and report["n_kid_reference"] == 4
+    assert "not comparable" in report["kid_features"]
+    _, md_path = write_report(report, tmp_path)
+    assert "| KID to 4 real photos (EfficientNet-Lite0 features) |" in md_path.read_text()

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torchvision
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 
 from fakeface.cli import hydra_main
@@ -125,28 +125,56 @@ def report(
     out: str | Path,
     classifier: str | Path | None = None,
     device: str = "cpu",
+    kid_reference: str | Path | None = None,
+    detector: str = "mtcnn",
 ) -> dict:
-    """Score the generated PNGs against a folder of real faces; write report.json and report.md."""
-    from fakeface.evaluation.ganreport import gan_report, load_images, write_report
+    """Score the generated PNGs against a folder of real faces; write report.json and report.md.
 
+    Args:
+        reference: the training photos (memorisation, diversity, the reference face rate).
+        kid_reference: held-back real photos for KID; None: `reference`.
+        detector: the face finder of the face rate, a preset of conf/detector/ (mtcnn, default).
+    """
+    from fakeface.evaluation.ganreport import gan_report, load_images, write_report
+    from fakeface.faces.detect import build_detector
+
+    preset = Path(__file__).resolve().parents[2] / "conf" / "detector" / f"{detector}.yaml"
+    if not preset.is_file():
+        raise ConfigError(f"detector={detector}: no preset {preset}")
+    finder = build_detector(OmegaConf.to_container(OmegaConf.load(preset)), device)
     samples = np.stack([np.asarray(Image.open(p).convert("RGB")) for p in paths])
     real = load_images(reference, size=samples.shape[1], key="reference")  # resized like training
+    kid_real = (
+        load_images(kid_reference, size=samples.shape[1], key="kid_reference")
+        if kid_reference
+        else real
+    )
     if len(samples) < 2 or len(real) < 2:
         raise ConfigError(
             f"report=true needs at least 2 samples (n={len(samples)}) and 2 reference images "
             f"(reference={reference} has {len(real)})"
         )
     scores = p_fake(classifier, samples, device) if classifier else None
-    result = gan_report(samples, real, p_fake=scores)
-    result |= {"reference": str(reference), "classifier": str(classifier) if classifier else None}
+    from fakeface.evaluation.kid import KIDFeatures
+
+    result = {"face_detector": detector}
+    result |= gan_report(
+        samples, real, finder, scores, kid_reference=kid_real, features=KIDFeatures(device)
+    )
+    result |= {
+        "reference": str(reference),
+        "kid_reference": str(kid_reference or reference),
+        "classifier": str(classifier) if classifier else None,
+    }
     json_path, md_path = write_report(result, out)
     m = result["memorisation"]
     log.info(
-        "face rate %.3f (reference %.3f), diversity ratio %.3f, near-copies %.3f: %s",
+        "face rate %.3f (reference %.3f), diversity ratio %.3f, near-copies %.3f, KID %.4f: %s",
         result["face_rate"],
         result["face_rate_reference"],
         result["diversity_ratio"],
         m["near_copy_fraction"],
+        result["kid"],
         md_path,
     )
     return result
@@ -174,7 +202,15 @@ def main(cfg: DictConfig) -> None:
         device=cfg.device,
     )
     if cfg.report:
-        report(paths, cfg.reference, cfg.out, cfg.classifier, cfg.device)
+        report(
+            paths,
+            cfg.reference,
+            cfg.out,
+            cfg.classifier,
+            cfg.device,
+            kid_reference=cfg.get("kid_reference"),
+            detector=cfg.get("detector", "mtcnn"),
+        )
 
 
 if __name__ == "__main__":

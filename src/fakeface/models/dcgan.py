@@ -62,6 +62,10 @@ class DCGAN(L.LightningModule):
         g_norm: `none` (the original generator) or `batch` (BatchNorm in the generator).
         sample_every: write the fixed-noise samples every this many epochs (and after the
             first and the last epoch); 1 = every epoch, as the original.
+        g_width: channels of G's last stage, doubled towards the 8 x 8 map; null = the
+            original's widths (nets.Generator).
+        d_width: channels of the `dcgan` discriminator's first block (64 in the paper), doubled
+            per block. The two widths set most of a step's cost on a CPU.
     """
 
     def __init__(
@@ -82,6 +86,8 @@ class DCGAN(L.LightningModule):
         lr_d: float | None = None,
         g_norm: str = "none",
         sample_every: int = 1,
+        g_width: int | None = None,
+        d_width: int = 64,
     ) -> None:
         super().__init__()
         if g_loss not in G_LOSSES:
@@ -98,6 +104,10 @@ class DCGAN(L.LightningModule):
         for key, value in (("lr", lr), ("lr_g", lr_g), ("lr_d", lr_d)):
             if value is not None and value <= 0:
                 raise ConfigError(f"model.{key}={value}: must be > 0")
+        if d_width < 1 or (d_width != 64 and discriminator != "dcgan"):
+            raise ConfigError(
+                f"model.d_width={d_width}: a width >= 1, and only with model.discriminator=dcgan"
+            )
         if sample_every < 1:
             raise ConfigError(f"model.sample_every={sample_every}: must be >= 1 (epochs)")
         if n_samples < 1:
@@ -106,9 +116,9 @@ class DCGAN(L.LightningModule):
         betas = (float(betas[0]), float(betas[1]))
         self.save_hyperparameters()
         self.automatic_optimization = False  # two optimizers, stepped by hand in training_step
-        self.generator = Generator(latent_dim, norm=g_norm, image_size=image_size)
+        self.generator = Generator(latent_dim, norm=g_norm, image_size=image_size, width=g_width)
         if discriminator == "dcgan":
-            self.discriminator = DCGANDiscriminator(image_size=image_size)
+            self.discriminator = DCGANDiscriminator(width=d_width, image_size=image_size)
         else:
             self.discriminator = Discriminator(image_size)
         if channels_last:

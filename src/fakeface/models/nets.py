@@ -167,19 +167,34 @@ class Generator(nn.Module):
         norm: `none` (the original) or `batch`: BatchNorm after the projection and after each
             transposed convolution, before its LeakyReLU (the DCGAN paper's generator).
         image_size: side of the images it makes (128 in the original).
+        width: null keeps the original's widths; a number gives the last stage that many
+            channels and doubles it towards the 8 x 8 map (64 px, width 32: 256-128-64-32), the
+            knob that sets the generator's cost on a CPU.
     """
 
-    def __init__(self, latent_dim: int = 128, norm: str = "none", image_size: int = 128) -> None:
+    def __init__(
+        self,
+        latent_dim: int = 128,
+        norm: str = "none",
+        image_size: int = 128,
+        width: int | None = None,
+    ) -> None:
         super().__init__()
         if norm not in G_NORMS:
             raise ConfigError(f"model.g_norm={norm!r}: use one of {', '.join(G_NORMS)}")
+        if width is not None and width < 1:
+            raise ConfigError(f"model.g_width={width}: give a channel count >= 1, or null")
         widths = generator_widths(image_size)
+        if width is not None:  # the DCGAN paper's pyramid: the width halves at every doubling
+            widths = tuple(width * 2 ** (len(widths) - 1 - i) for i in range(len(widths)))
         self.latent_dim, self.image_size = latent_dim, image_size
-        self.project = nn.Linear(latent_dim, 8 * 8 * 128)  # no activation here, as the original
+        # 8 x 8 x 128 in the original; with `width`, twice the first stage's width
+        self.base = 128 if width is None else 2 * widths[0]
+        self.project = nn.Linear(latent_dim, 8 * 8 * self.base)  # no activation, as the original
         # norm=none keeps the original's layers (and its state-dict keys) exactly.
-        self.project_norm = nn.BatchNorm2d(128) if norm == "batch" else nn.Identity()
+        self.project_norm = nn.BatchNorm2d(self.base) if norm == "batch" else nn.Identity()
         layers: list[nn.Module] = []
-        channels = 128
+        channels = self.base
         for out in widths:  # each stage doubles the side
             layers.append(nn.ConvTranspose2d(channels, out, 4, stride=2, padding=1))
             if norm == "batch":  # the DCGAN paper's order: convolution, BatchNorm, activation
@@ -222,7 +237,7 @@ class Generator(nn.Module):
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         # z: N x latent_dim -> N x 3 x S x S in [0, 1] (S = image_size), like the training images
-        return self.upsample(self.project_norm(self.project(z).view(-1, 128, 8, 8)))
+        return self.upsample(self.project_norm(self.project(z).view(-1, self.base, 8, 8)))
 
 
 class Discriminator(SeedCNN):
