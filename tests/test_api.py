@@ -215,3 +215,50 @@ def test_released_model_and_docs_examples(
     result = scope["det"]("photo.jpg")
     assert result.model == "fakeface-detector-1" and result.face_found
     assert result.faces[0].verdict in ("fake", "real", "unsure")
+
+
+def test_familiarity_fires_on_what_is_far_from_the_reference(tmp_path: Path) -> None:
+    from fakeface.familiar import Familiarity
+
+    rng = np.random.default_rng(0)
+    centre = rng.normal(size=64)
+    near = centre + 0.3 * rng.normal(size=(600, 64))  # the training kind
+    far = -centre + 0.3 * rng.normal(size=(50, 64))  # another kind of photo
+    fitted = Familiarity.fit(near[:400], near[400:500], dims=16, k=5, quantile=0.95)
+    inside = (fitted.novelty(near[500:]) > 1).mean()
+    assert inside <= 0.15 and (fitted.novelty(far) > 1).mean() == 1.0
+    again = Familiarity.load(fitted.save(tmp_path / "r.familiar.npz"))
+    np.testing.assert_allclose(again.novelty(far), fitted.novelty(far), rtol=1e-2)
+    assert again.k == 5 and again.threshold == pytest.approx(fitted.threshold)
+
+
+def test_detector_carries_novelty_and_says_why_it_is_unsure(
+    model_file: Path, photos: Path, tmp_path: Path
+) -> None:
+    from fakeface.evaluation.kid import KIDFeatures
+    from fakeface.familiar import Familiarity
+
+    # a reference of flat grey squares: a face photo is far from it
+    flat = np.stack([np.full((SIZE, SIZE, 3), v, np.uint8) for v in range(60, 200, 5)])
+    features = KIDFeatures()(flat).float().numpy()
+    reference = tmp_path / "c.familiar.npz"
+    Familiarity.fit(features[::2], features[1::2], dims=4, k=2).save(reference)
+    det = Detector(model_file, faces="haar", precision="fp32", familiar=reference)
+    face = det(photos / "a.jpg").faces[0]
+    assert face.novelty > 1 and face.unfamiliar and "unfamiliar photo" in face.note
+    plain = fp32(model_file)
+    assert plain.familiarity is None and plain(photos / "a.jpg").faces[0].novelty is None
+    assert face.p_fake == pytest.approx(plain(photos / "a.jpg").faces[0].p_fake, abs=1e-6)
+    # a copy of the model with the reference beside it finds it; familiar=True insists
+    beside = tmp_path / "c.ts"
+    beside.write_bytes(model_file.read_bytes())
+    assert Detector(beside, faces="haar").familiarity is not None
+    with pytest.raises(ConfigError, match="familiar=True"):
+        Detector(model_file, familiar=True)
+    # an unsure verdict names the band it fell in
+    from dataclasses import replace
+
+    wide = fp32(model_file)
+    wide.info = replace(wide.info, unsure=(0.0, 1.0))
+    note = wide(photos / "a.jpg").faces[0].note
+    assert wide(photos / "a.jpg").faces[0].verdict == "unsure" and "between 0.00 and 1.00" in note

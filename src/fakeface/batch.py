@@ -32,6 +32,8 @@ COLUMNS = (
     "p_fake", "p_real",  # probabilities (empty when not scored)
     "label",  # the likelier class
     "verdict",  # fake / real / unsure by the model's threshold and unsure band; "no face"
+    "novelty",  # distance from the training photos over the model's threshold (> 1: unfamiliar)
+    "note",  # why a verdict is unsure, or that the photo is unfamiliar
     "error",  # why the file could not be read ("" when it could)
     "file_bytes", "file_mtime_ns",  # the file as scored: what resume=true compares
 )  # fmt: skip
@@ -53,7 +55,7 @@ def result_rows(
 ) -> list[dict[str, Any]]:
     """The output rows of one image's Result: one per face, else one for the image."""
     base = {name: None for name in COLUMNS}
-    base |= {"path": result.source, "error": result.error, "verdict": "", "label": ""}
+    base |= {"path": result.source, "error": result.error, "verdict": "", "label": "", "note": ""}
     base |= {"file_bytes": stamp[0], "file_mtime_ns": stamp[1]}
     if result.face_found is not None:
         base["faces"] = len(result.faces)
@@ -69,6 +71,7 @@ def result_rows(
                 "face": k if result.face_found else None, "x": x, "y": y, "w": w, "h": h,
                 "p_fake": face.p_fake, "p_real": 1.0 - face.p_fake,
                 "label": "fake" if face.p_fake >= 0.5 else "real", "verdict": face.verdict,
+                "novelty": face.novelty, "note": face.note,
             }
         )  # fmt: skip
     return rows
@@ -79,7 +82,8 @@ def result_rows(
 DTYPES = {
     "path": "string", "faces": "Int64", "face": "Int64", "x": "Int64", "y": "Int64",
     "w": "Int64", "h": "Int64", "p_fake": "float64", "p_real": "float64", "label": "string",
-    "verdict": "string", "error": "string", "file_bytes": "Int64", "file_mtime_ns": "Int64",
+    "verdict": "string", "novelty": "float64", "note": "string", "error": "string",
+    "file_bytes": "Int64", "file_mtime_ns": "Int64",
 }  # fmt: skip
 
 

@@ -54,6 +54,15 @@ class Face:
     box: tuple[int, int, int, int]
     p_fake: float
     verdict: str  # "fake", "real" or "unsure" (the model file's threshold and unsure band)
+    # distance from the training photos' faces over the model's threshold for it (above 1:
+    # unfamiliar, trust the verdict less); None when the model ships no reference (familiar.py)
+    novelty: float | None = None
+    note: str = ""  # why a verdict is unsure, or that the photo is unfamiliar; "" otherwise
+
+    @property
+    def unfamiliar(self) -> bool | None:
+        """True when the face is unlike the photos the model was trained on."""
+        return None if self.novelty is None else self.novelty > 1.0
 
 
 @dataclass(frozen=True)
@@ -167,6 +176,8 @@ class Detector:
             framing the released model was trained on).
         tta: also score the mirrored face and average.
         max_faces: faces scored per image, largest first.
+        familiar: the "unfamiliar photo" reference (`fakeface.familiar`): None finds the one
+            shipped beside the model file, False turns the signal off, or a .familiar.npz path.
     """
 
     def __init__(
@@ -179,18 +190,19 @@ class Detector:
         margin: float = 0.4,
         tta: bool = False,
         max_faces: int = 20,
+        familiar: str | Path | bool | None = None,
     ) -> None:
         if isinstance(max_faces, bool) or not isinstance(max_faces, int) or max_faces < 1:
             raise ConfigError(f"max_faces={max_faces!r}: must be a whole number >= 1")
         if not 0 <= margin <= 2:
             raise ConfigError(f"margin={margin!r}: use a fraction of the face box, e.g. 0.4")
-        self.model_path = model
         self.network, self.info = load_classifier(model, device)
         self.dtype = precision_dtype(precision, device)
         self.face_settings = detector_settings(faces)
         self.device, self.margin, self.tta, self.max_faces = device, margin, tta, max_faces
         self.name = self.info.name or self.info.arch
         self._face_detector: Any = None  # built on first use (MTCNN loads its three networks)
+        self.familiarity = _familiarity(model, familiar)
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -286,24 +298,27 @@ class Detector:
             self._face_detector = build_detector(self.face_settings, self.device)
         return self._face_detector
 
-    def p_fake(self, pixels: np.ndarray) -> np.ndarray:
-        """p_fake of N x S x S x 3 uint8 face crops (the model's input size)."""
+    def p_fake(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """p_fake and novelty (None without a reference) of N x S x S x 3 uint8 face crops."""
         if not len(pixels):
-            return np.zeros(0, np.float32)
+            return np.zeros(0, np.float32), None
         column = self.info.class_names.index("fake")
         with self._lock:
             probs = classify(self.network, to_tensor(pixels), self.dtype, self.tta)
-        return probs[:, column].numpy()
+            novelty = self.familiarity(pixels) if self.familiarity is not None else None
+        return probs[:, column].numpy(), novelty
 
     def score(self, batch: list[Crops]) -> list[Result]:
         """Score every face of `batch` (from `cut`) in one forward pass; one Result per image."""
         pixels = [p for crops in batch for p in crops.pixels]
-        p_fake = iter(self.p_fake(np.stack(pixels) if pixels else np.zeros((0, 1, 1, 3))))
+        p_fake, novelty = self.p_fake(np.stack(pixels) if pixels else np.zeros((0, 1, 1, 3)))
+        novelty = novelty if novelty is not None else [None] * len(p_fake)
+        scored = iter(zip(p_fake, novelty, strict=True))
         results = []
         for crops in batch:
             faces = tuple(
-                Face(box, float(p), verdict(float(p), self.info))
-                for box, p in zip(crops.boxes, p_fake, strict=False)
+                self._face(box, float(p), None if n is None else float(n))
+                for box, (p, n) in zip(crops.boxes, scored, strict=False)
             )
             results.append(
                 Result(
@@ -317,6 +332,41 @@ class Detector:
                 )  # fmt: skip
             )
         return results
+
+    def _face(self, box: tuple[int, int, int, int], p: float, novelty: float | None) -> Face:
+        """One face's verdict, and a note that says why it is unsure or that it is unfamiliar."""
+        called = verdict(p, self.info)
+        notes = []
+        if called == "unsure":
+            low, high = self.info.unsure
+            notes.append(
+                f"p_fake {p:.2f} is between {low:.2f} and {high:.2f}: the model cannot tell"
+            )
+        if novelty is not None and novelty > 1.0:
+            notes.append(
+                f"unfamiliar photo: unlike the faces this model was trained on (novelty "
+                f"{novelty:.2f} > 1); trust the verdict less"
+            )
+        return Face(box, p, called, novelty, "; ".join(notes))
+
+
+def _familiarity(model: str | Path | None, familiar: str | Path | bool | None) -> Any:
+    """The novelty scorer for `Detector(familiar=...)`, or None."""
+    from fakeface.familiar import Familiarity, FamiliarityScorer, reference_for
+
+    if familiar is False:
+        return None
+    if familiar is None or familiar is True:
+        path = reference_for(model)
+        if path is None:
+            if familiar is True:
+                raise ConfigError(f"familiar=True: no .familiar.npz beside the model {model}")
+            return None
+    else:
+        path = Path(familiar).expanduser()
+        if not path.is_file():
+            raise ConfigError(f"familiar={familiar}: no such file (a .familiar.npz reference)")
+    return FamiliarityScorer(Familiarity.load(path))
 
 
 _WORKER: Detector | None = None  # a worker process's copy of the Detector

@@ -103,6 +103,8 @@ class Analyser:
                 "box": list(face.box),
                 "p_fake": face.p_fake,
                 "verdict": face.verdict,
+                "novelty": face.novelty,
+                "note": face.note,
                 **({"heatmap": maps[i]} if heatmaps else {}),
             }
             for i, face in enumerate(result.faces)
