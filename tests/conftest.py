@@ -177,3 +177,18 @@ def run_cli(
     return subprocess.run(
         command, capture_output=True, text=True, cwd=cwd, env=env, timeout=timeout
     )
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An untrained 64-px SeedCNN exported as a classifier file (predict's and the API's tests)."""
+    import torch
+
+    from fakeface.deploy.export import export_classifier
+    from fakeface.models.nets import SeedCNN
+
+    torch.manual_seed(0)
+    net = SeedCNN(image_size=64).eval()
+    for bn in (m for m in net.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)):
+        bn.running_var.uniform_(0.05, 0.2)  # sharper outputs than the identity statistics
+    return export_classifier(net, tmp_path_factory.mktemp("model") / "c.ts", 64)

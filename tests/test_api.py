@@ -9,26 +9,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 import fakeface
 from fakeface import Detector, ImageInputError
-from fakeface.deploy.export import export_classifier
 from fakeface.errors import ConfigError, FakefaceError
-from fakeface.models.nets import SeedCNN
 
 ROOT = Path(__file__).resolve().parents[1]
-SIZE = 64
-
-
-@pytest.fixture(scope="module")
-def model_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.manual_seed(0)
-    net = SeedCNN(image_size=SIZE).eval()
-    for bn in (m for m in net.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)):
-        bn.running_var.uniform_(0.05, 0.2)  # outputs away from 0.5
-    return export_classifier(net, tmp_path_factory.mktemp("model") / "c.ts", SIZE)
+SIZE = 64  # the conftest's model_file
 
 
 @pytest.fixture(scope="module")

@@ -12,28 +12,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 from PIL import Image
 
 from conftest import run_cli
 from fakeface import Detector
 from fakeface.batch import COLUMNS, RowWriter, predict_table, read_rows, scored_files
-from fakeface.deploy.export import export_classifier
 from fakeface.deploy.modelfile import classify, load_classifier
 from fakeface.errors import ConfigError
-from fakeface.models.nets import SeedCNN
 from fakeface.preprocess import find_images, preprocess_file
 
 SIZE = 64
-
-
-@pytest.fixture(scope="module")
-def model_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.manual_seed(0)
-    net = SeedCNN(image_size=SIZE).eval()
-    for bn in (m for m in net.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)):
-        bn.running_var.uniform_(0.05, 0.2)  # sharper outputs than the identity statistics
-    return export_classifier(net, tmp_path_factory.mktemp("model") / "c.ts", SIZE)
 
 
 @pytest.fixture(scope="module")
