@@ -557,8 +557,12 @@ def test_narrow_networks_follow_g_width_and_d_width() -> None:
     assert [c.out_channels for c in convs] == [32, 16, 8] and convs[0].in_channels == 64
     assert model.discriminator.features[0].out_channels == 4
     assert model.sample().shape == (10, 3, 64, 64)
-    with pytest.raises(ConfigError, match="model.d_width=32"):
+    with pytest.raises(ConfigError, match="model.d_width=32 needs model.discriminator=dcgan"):
         DCGAN(image_size=64, d_width=32)  # the SeedCNN discriminator has no width
+    with pytest.raises(ConfigError, match="model.d_width=0"):
+        DCGAN(image_size=64, discriminator="dcgan", d_width=0)
+    with pytest.raises(ConfigError, match="model.g_width=0"):
+        DCGAN(image_size=64, g_width=0)
 
 
 def _fit(model: DCGAN, ckpt: Path | None, epochs: int, root: Path) -> L.Trainer:
@@ -636,7 +640,7 @@ def test_experiment_dcgan_cpu_trains_saves_resumes_and_generates(tmp_path: Path)
 def test_gan_monitor_logs_the_time_left_to_max_time(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from fakeface.models.callbacks import GANMonitor
+    from fakeface.models.ganmonitor import GANMonitor
 
     model = DCGAN(image_size=64, discriminator="dcgan", g_width=8, d_width=8)
     images = torch.rand(8, 3, 64, 64)
@@ -646,7 +650,7 @@ def test_gan_monitor_logs_the_time_left_to_max_time(
         precision="32-true", max_time="00:00:10:00", max_epochs=1, callbacks=[monitor],
         default_root_dir=tmp_path,
     )  # fmt: skip
-    with caplog.at_level("INFO", logger="fakeface.models.callbacks"):
+    with caplog.at_level("INFO", logger="fakeface.models.ganmonitor"):
         trainer.fit(model, loader)
     lines = [r.getMessage() for r in caplog.records if "generator steps" in r.getMessage()]
     assert lines and "of the 10.0 min budget, ends in about" in lines[0]
@@ -658,7 +662,7 @@ def test_gan_monitor_logs_the_time_left_to_max_time(
 def test_gan_monitor_tracks_kid_in_the_logger_and_kid_csv(tmp_path: Path) -> None:
     from lightning.pytorch.loggers import CSVLogger
 
-    from fakeface.models.callbacks import GANMonitor
+    from fakeface.models.ganmonitor import GANMonitor
 
     reference = make_face_folder(tmp_path / "ref", per_class=3, size=64, splits=("all",))
     model = DCGAN(image_size=64, discriminator="dcgan", g_width=8, d_width=8)

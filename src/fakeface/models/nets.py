@@ -274,6 +274,8 @@ class DCGANDiscriminator(nn.Module):
                 f"data.image_size={image_size}: the DCGAN discriminator halves the side four "
                 "times, so it needs a multiple of 16 (e.g. 64, 128)"
             )
+        if width < 1:
+            raise ConfigError(f"model.d_width={width}: give a channel count >= 1")
         layers: list[nn.Module] = []
         channels = 3
         for i, out in enumerate((width, 2 * width, 4 * width, 8 * width)):
