@@ -223,7 +223,8 @@ def test_fakeface_predict_uses_the_released_model_and_prints_a_verdict(tmp_path:
     line = next(x for x in done.stdout.splitlines() if "astronaut.jpg" in x and "p_fake" in x)
     assert any(v in line for v in (": real", ": fake", ": unsure"))
     table = pd.read_csv(tmp_path / "predictions.csv")
-    assert table["face"].tolist() == [True] and 0 <= table["p_fake"][0] <= 1
+    assert table["faces"].tolist() == [1] and table["face"].tolist() == [0]
+    assert 0 <= table["p_fake"][0] <= 1 and table["novelty"][0] > 0  # the released reference
     info = json.loads(json.dumps(table.to_dict()))  # a plain CSV
     assert info["verdict"]["0"] in ("real", "fake", "unsure")
 

@@ -8,6 +8,7 @@ the output folder. docs/scale.md says how to start a cluster and what throughput
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 from typing import Any
 
@@ -83,7 +84,10 @@ def run_ray(
     before = set(out.glob("*.parquet")) if out.is_dir() else set()
     if todo:
         items = [{"path": str(p), "file": str(Path(p).resolve())} for p in todo]
-        dataset = ray.data.from_items(items).map_batches(
+        # blocks are what actors take one at a time: one batch each, enough for every actor to
+        # be busy, at most 100 per actor (a million photos would otherwise make 31,250 tasks)
+        blocks = min(max(math.ceil(len(items) / batch_size), workers), 100 * workers)
+        dataset = ray.data.from_items(items, override_num_blocks=blocks).map_batches(
             ScoreBatch,
             fn_constructor_args=(settings,),
             batch_size=batch_size,
