@@ -252,7 +252,7 @@ def documented_pairs() -> set[tuple[str, str]]:
     for where, command in TRAIN_COMMANDS.values():
         chosen = dict(o.split("=", 1) for o in words_of(command) if "=" in o)
         if "experiment" in chosen and not shows_an_error(where):
-            default = "folder" if chosen["experiment"] == "dcgan_faces" else "faces"
+            default = "folder" if chosen["experiment"] in ("dcgan_faces", "dcgan_cpu") else "faces"
             default = "synthetic256" if chosen["experiment"] == "dcgan_demo" else default
             pairs.add((chosen["experiment"], chosen.get("data", default)))
     return pairs
