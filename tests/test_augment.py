@@ -217,3 +217,26 @@ def test_experiment_detector_trains_on_data_synthetic(tmp_path: Path) -> None:
     assert metrics["epochs"] == 1 and set(metrics["test"]) >= {"test/acc", "test/auroc"}
     assert [math.isfinite(row["train/loss"]) for row in metrics["history"]] == [True]
     assert (out / "classifier.ts").is_file()
+
+
+def test_capture_chain_keeps_size_varies_and_is_seeded() -> None:
+    import random
+
+    from fakeface.evaluation.perturb import bilinear_demosaic, capture_chain
+
+    rng = np.random.default_rng(1)
+    image = Image.fromarray(rng.integers(0, 256, (48, 40, 3), dtype=np.uint8))
+    draws = [np.asarray(capture_chain(image, random.Random(seed))) for seed in range(40)]
+    assert all(d.shape == (48, 40, 3) and d.dtype == np.uint8 for d in draws)
+    assert sum(not np.array_equal(d, np.asarray(image)) for d in draws) > 20
+    assert len({d.tobytes() for d in draws}) > 20  # each draw its own chain
+    again = np.asarray(capture_chain(image, random.Random(7)))
+    assert np.array_equal(again, draws[7])
+    # black borders: some draws have a whole black edge row or column, the source has none
+    edges = [np.concatenate([d[0], d[-1], d[:, 0], d[:, -1]]) for d in draws]
+    assert any((e.reshape(-1, 3) == 0).all(1).mean() > 0.2 for e in edges)
+    # demosaicing a flat colour gives it back; on a checkerboard it mixes neighbours
+    flat = np.full((6, 8, 3), (0.2, 0.5, 0.9), dtype=np.float32)
+    np.testing.assert_allclose(bilinear_demosaic(flat), flat, atol=1e-6)
+    board = (np.indices((6, 8)).sum(0) % 2).astype(np.float32)[..., None].repeat(3, 2)
+    assert np.abs(bilinear_demosaic(board) - board).max() > 0.2

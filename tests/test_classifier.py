@@ -207,3 +207,62 @@ def test_precise_bn_share_reestimates_over_that_share_in_a_fit(
     )
     trainer.fit(CNNClassifier(image_size=32, precise_bn_share=0.75), loader, loader)
     assert used == [24, 24]  # three quarters of 32 batches, before each epoch's validation
+
+
+@pytest.mark.slow
+def test_ema_weights_are_checkpointed_and_exported(tmp_path: Path) -> None:
+    # callbacks.ema: the checkpoint's state_dict is the average, and the exported file scores
+    # with it (Lightning's own callback would put the live weights back before the test).
+    from conftest import compose, make_face_folder
+    from fakeface.deploy.modelfile import classify
+    from fakeface.train import train
+
+    faces = make_face_folder(tmp_path / "faces")
+    out = tmp_path / "run"
+    cfg = compose(
+        "train",
+        ["experiment=detector", "debug=tiny", "trainer.max_epochs=2", "data.image_size=64",
+         f"data.root={faces}", "data.augment=capture", f"paths.root_dir={tmp_path}",
+         f"paths.output_dir={out}", "callbacks.progress_bar=null", "trainer.precision=32-true",
+         "callbacks.ema={_target_:fakeface.models.callbacks.EMAWeights,decay:0.5}"],
+    )  # fmt: skip
+    train(cfg)
+    ckpt = torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)
+    average, live = ckpt["state_dict"], ckpt["current_model_state"]
+    moved = [k for k in average if average[k].is_floating_point() and "weight" in k]
+    assert any(not torch.equal(average[k], live[k]) for k in moved)
+    loaded, info = load_classifier(out / "classifier.ts")
+    x = torch.rand(4, 3, 64, 64)
+
+    def scores(state: dict) -> torch.Tensor:
+        model = CNNClassifier(**ckpt["hyper_parameters"]).eval()
+        model.load_state_dict(state)
+        with torch.no_grad():
+            return (model(x) / info.temperature).softmax(1)
+
+    exported = classify(loaded, x)
+    torch.testing.assert_close(exported, scores(average), rtol=1e-4, atol=1e-5)
+    assert not torch.allclose(exported, scores(live), atol=1e-5)
+
+
+def test_ema_checkpoint_loaded_to_test_keeps_the_average() -> None:
+    from lightning.pytorch.trainer.states import TrainerFn
+
+    from fakeface.models.callbacks import EMAWeights
+
+    module = torch.nn.Linear(2, 1)
+    average = {k: v.clone() for k, v in module.state_dict().items()}
+    live = {k: v + 1 for k, v in average.items()}
+    checkpoint = {
+        "state_dict": average,
+        "current_model_state": live,
+        "averaging_state": {"n_averaged": torch.tensor(3)},
+    }
+    callback = EMAWeights(decay=0.9)
+    callback._average_model = torch.optim.swa_utils.AveragedModel(torch.nn.Linear(2, 1))
+    testing = SimpleNamespace(state=SimpleNamespace(fn=TrainerFn.TESTING))
+    callback.on_load_checkpoint(testing, module, checkpoint)  # the test after a fit
+    assert torch.equal(module.weight, average["weight"])
+    fitting = SimpleNamespace(state=SimpleNamespace(fn=TrainerFn.FITTING))
+    callback.on_load_checkpoint(fitting, module, checkpoint)  # a resumed fit: the live weights
+    assert torch.equal(module.weight, live["weight"])

@@ -5,11 +5,12 @@ out: ROC-AUC of each left-out generator against the run's test reals, and the sh
 left-out real source called fake. Every run is a plain `python -m fakeface.train` and
 `python -m fakeface.evaluate`; this script only names the folders and gathers report.json.
 
-    python tools/protocol.py dev_data=../shared/data out=outputs/protocol recipe=wild seeds=0
-        [runs=lo_sg3_studio,lo_sd_web,...] [extra="data.epoch_size=2000 trainer.max_epochs=4"]
+    python tools/protocol.py dev_data=../shared/data out=outputs/protocol recipe=capture seeds=0,1,2
+        [runs=lo_sg3_studio,lo_sd_web,...] [dcgan=data/dcgan-cpu] [extra="trainer.max_epochs=8"]
 
 Writes <out>/<recipe>/<run>_s<seed>/ (the training run, eval/ inside; the run trained on
 everything also press/: press-sports' whole photos through detect=true) and <out>/results.jsonl.
+A run evaluated before a held-out group was added scores it on rerunning, into eval_<group>/.
 """
 
 from __future__ import annotations
@@ -25,58 +26,88 @@ REALS = {  # left-out real source -> its folder under dev_data
     "web-mixed": "faces-reals/web-mixed/real",
     "film-imfdb": "faces-reals/film-imfdb/real",
     "utkface": "faces-xsrc/real",
+    "news-lfw": "faces-reals/news-lfw/real",
+    "fairface": "faces-reals/flickr-fairface/real",
 }
-GENERATORS = {"sg3": "faces-sg3/fake", "sd21": "faces-sd/fake", "sg2": "faces-xsrc/fake"}
+GENERATORS = {"sg3": "faces-sg3/fake", "sd21": "faces-sd/fake", "sg2": "faces-xsrc/fake",
+              "dcgan-cpu": "dcgan-cpu/fake"}  # fmt: skip
 ALL = ["faces-dev", "faces-xsrc", "faces-sg3", "faces-sd", "faces-reals/studio-tw",
        "faces-reals/web-mixed", "faces-reals/film-imfdb"]  # fmt: skip
+NEW_REALS = ["faces-reals/news-lfw", "faces-reals/flickr-fairface"]
+DCGAN = "dcgan-cpu"  # the one-hour CPU DCGAN's 1,000 faces (docs/dcgan.md): <dcgan>/fake
 
-# run -> (training folders, held-out groups). Each run leaves one generator and one real source
-# out at once (two questions per training run); lo_utk leaves only faces-xsrc's reals out.
+# run -> (folders left out of training, held-out groups scored). Each run leaves one generator and
+# one or two real sources out at once (several questions per training run); a recipe's folders
+# that a run does not leave out are trained on. "x/fake" leaves out one class of a folder. The
+# DCGAN's faces are a held-out group wherever the recipe does not train on them.
 RUNS = {
-    "all": (ALL, {}),
+    "all": ((), {}),
     "lo_sg3_studio": (
-        [f for f in ALL if f not in ("faces-sg3", "faces-reals/studio-tw")],
-        {"sg3": GENERATORS["sg3"], "studio-tw": REALS["studio-tw"]},
+        ("faces-sg3", "faces-reals/studio-tw", "faces-reals/news-lfw"),
+        {"sg3": GENERATORS["sg3"], "studio-tw": REALS["studio-tw"], "news-lfw": REALS["news-lfw"]},
     ),
     "lo_sd_web": (
-        [f for f in ALL if f not in ("faces-sd", "faces-reals/web-mixed")],
-        {"sd21": GENERATORS["sd21"], "web-mixed": REALS["web-mixed"]},
+        ("faces-sd", "faces-reals/web-mixed", "faces-reals/flickr-fairface"),
+        {
+            "sd21": GENERATORS["sd21"],
+            "web-mixed": REALS["web-mixed"],
+            "fairface": REALS["fairface"],
+        },
     ),
     "lo_sg2_film": (  # StyleGAN2 out: faces-dev and faces-xsrc keep only their reals
-        [
-            "faces-dev/real",
-            "faces-xsrc/real",
-            "faces-sg3",
-            "faces-sd",
-            "faces-reals/studio-tw",
-            "faces-reals/web-mixed",
-        ],
+        ("faces-dev/fake", "faces-xsrc/fake", "faces-reals/film-imfdb"),
         {"sg2": GENERATORS["sg2"], "sg2-dev": "faces-dev/fake", "film-imfdb": REALS["film-imfdb"]},
-    ),  # fmt: skip
-    "lo_utk": (
-        [f for f in ALL if f != "faces-xsrc"] + ["faces-xsrc/fake"],
-        {"utkface": REALS["utkface"]},
     ),
+    "lo_utk": (("faces-xsrc/real",), {"utkface": REALS["utkface"]}),
 }
-RECIPES = {  # recipe -> overrides on top of experiment=detector (which crops faces: data.face_crop)
-    "crop": [],
-    "wild": ["data.face_crop=null"],  # whole images, as stored
-    "source": ["data.face_crop=null", "data.augment=source"],
-    "cnn": ["experiment=detector_cnn"],
+EMA = "callbacks.ema={_target_:fakeface.models.callbacks.EMAWeights,decay:0.99}"
+# recipe -> (overrides on top of experiment=detector (which crops faces: data.face_crop), folders)
+RECIPES = {
+    "crop": ([], ALL),
+    "wild": (["data.face_crop=null"], ALL),  # whole images, as stored
+    "source": (["data.face_crop=null", "data.augment=source"], ALL),
+    "cnn": (["experiment=detector_cnn"], ALL),
     # FFHQ's reals, the one real source from the generators' own domain, drawn 3x as often, and
     # plain studio-like backdrops drawn on both classes
-    "ffhq3bg": [
-        "data.face_crop=null",
-        "data.source_weights={FFHQ: 3}",
-        "data.augment=flip+crop+jitter+light+background+resample+blur+jpeg",
-    ],
+    "ffhq3bg": (
+        [
+            "data.face_crop=null",
+            "data.source_weights={FFHQ: 3}",
+            "data.augment=flip+crop+jitter+light+background+resample+blur+jpeg",
+        ],
+        ALL,
+    ),
+    # issue 44: the released recipe + the DCGAN's faces as one more fake folder
+    "crop_dcgan": ([], [*ALL, DCGAN]),
+    # issue 43: every real source, the capture-chain augmentation, the weights' moving average
+    "capture": (["data.augment=capture", EMA], [*ALL, *NEW_REALS]),
 }
+
+
+def training_folders(folders: list[str], left_out: tuple[str, ...]) -> list[str]:
+    """`folders` without the left-out ones; a folder with one class left out keeps the other."""
+    kept = []
+    for folder in folders:
+        if folder in left_out:
+            continue
+        gone = {lo.rsplit("/", 1)[1] for lo in left_out if lo.rsplit("/", 1)[0] == folder}
+        kept += [f"{folder}/{c}" for c in ("fake", "real") if c not in gone] if gone else [folder]
+    return kept
+
+
+def held_out(run: str, recipe: str) -> dict[str, str]:
+    """The groups `run` scores for `recipe`: its left-out sources, and the DCGAN's faces unless
+    the recipe trains on them."""
+    groups = dict(RUNS[run][1])
+    if DCGAN not in RECIPES[recipe][1] and run != "all":
+        groups["dcgan-cpu"] = GENERATORS["dcgan-cpu"]
+    return groups
 
 
 def recipe_overrides(recipe: str, folders: list[str]) -> list[str]:
     """The recipe's overrides; FFHQ names faces-dev's folder as this run's data names it."""
     ffhq = "faces-dev" if "faces-dev" in folders else "faces-dev/real"
-    return [o.replace("FFHQ", ffhq) for o in RECIPES[recipe]]
+    return [o.replace("FFHQ", ffhq) for o in RECIPES[recipe][0]]
 
 
 def run(cmd: list[str], log: Path) -> None:
@@ -91,17 +122,32 @@ def run(cmd: list[str], log: Path) -> None:
 def main(args: dict[str, str]) -> None:
     dev = Path(args.get("dev_data", "../shared/data")).resolve()
     out = Path(args.get("out", "outputs/protocol")).resolve()
+    dcgan = Path(args.get("dcgan", "data/dcgan-cpu")).resolve()  # <folder>/fake: its faces
     recipe = args.get("recipe", "crop")
     extra = args.get("extra", "").split()
+
+    def where(folder: str) -> Path:
+        return (
+            dcgan / folder.removeprefix(DCGAN + "/") if folder.startswith(DCGAN) else dev / folder
+        )
+
     for seed in [int(s) for s in args.get("seeds", "0").split(",")]:
         for name in args.get("runs", ",".join(RUNS)).split(","):
-            folders, held_out = RUNS[name]
+            folders = training_folders(RECIPES[recipe][1], RUNS[name][0])
+            groups = {k: v for k, v in held_out(name, recipe).items() if where(v).is_dir()}
             run_dir = out / recipe / f"{name}_s{seed}"
-            if (run_dir / "eval" / "report.json").is_file():
-                continue  # done before: rerunning the script resumes
-            roots = ",".join(str(dev / f) for f in folders)
+            report_file = run_dir / "eval" / "report.json"
             overrides = recipe_overrides(recipe, folders)
             experiment = [o for o in overrides if o.startswith("experiment=")]
+            # a model trained on face crops is scored on the same crops (predict detect=true)
+            crops = "data.face_crop=null" not in overrides and not experiment
+            if report_file.is_file():  # done before: rerunning the script resumes; groups added
+                scored = {g["group"] for g in json.loads(report_file.read_text())["groups"]}
+                missing = {k: v for k, v in groups.items() if k not in scored}
+                if missing and not (run_dir / f"eval_{'_'.join(sorted(missing))}").is_dir():
+                    evaluate(run_dir, missing, where, crops, f"eval_{'_'.join(sorted(missing))}")
+                continue
+            roots = ",".join(str(where(f)) for f in folders)
             start = time.time()
             run([sys.executable, "-m", "fakeface.train", *(experiment or ["experiment=detector"]),
                  "data=devsets", f"data.root=[{roots}]", f"seed={seed}", f"data.split_seed={seed}",
@@ -109,19 +155,13 @@ def main(args: dict[str, str]) -> None:
                  *[o for o in overrides if o not in experiment], *extra],
                 run_dir.with_suffix(".train.log"))  # fmt: skip
             train_s = time.time() - start
-            groups = ",".join(f"{k}: {dev / v}" for k, v in held_out.items())
-            # a model trained on face crops is scored on the same crops (predict detect=true)
-            crops = "data.face_crop=null" not in overrides and not experiment
-            run([sys.executable, "-m", "fakeface.evaluate", f"classifier={run_dir}/classifier.ts",
-                 "data=folder", f"data.split_file={run_dir}/split.csv", "split=test",
-                 f"groups={{{groups}}}", f"hydra.run.dir={run_dir}/eval", f"detect={crops}"],
-                run_dir.with_suffix(".eval.log"))  # fmt: skip
+            evaluate(run_dir, groups, where, crops, "eval", split="test")
             if name == "all":  # whole press photos, never trained on: the largest face of each
                 press = dev / "faces-reals/press-sports/real"
                 run([sys.executable, "-m", "fakeface.evaluate", f"classifier={run_dir}/classifier.ts",
                      "split=none", f"groups={{press-sports: {press}}}", "detect=true",
                      f"hydra.run.dir={run_dir}/press"], run_dir.with_suffix(".press.log"))  # fmt: skip
-            report = json.loads((run_dir / "eval" / "report.json").read_text())
+            report = json.loads(report_file.read_text())
             row = {
                 "recipe": recipe, "run": name, "seed": seed, "train_s": round(train_s),
                 "test": {k: report["metrics"][k] for k in ("roc_auc", "accuracy", "ece")},
@@ -129,6 +169,16 @@ def main(args: dict[str, str]) -> None:
             }  # fmt: skip
             with (out / "results.jsonl").open("a") as f:
                 f.write(json.dumps(row) + "\n")
+
+
+def evaluate(run_dir: Path, groups: dict[str, str], where, crops: bool, into: str,  # noqa: ANN001
+             split: str = "none") -> None:  # fmt: skip
+    """Score the run's classifier on `groups` (and its own test split with split=test)."""
+    listed = ",".join(f"{k}: {where(v)}" for k, v in groups.items())
+    split_args = ["data=folder", f"data.split_file={run_dir}/split.csv"] if split != "none" else []
+    run([sys.executable, "-m", "fakeface.evaluate", f"classifier={run_dir}/classifier.ts",
+         *split_args, f"split={split}", f"groups={{{listed}}}", f"hydra.run.dir={run_dir}/{into}",
+         f"detect={crops}"], run_dir / f"{into}.log")  # fmt: skip
 
 
 if __name__ == "__main__":

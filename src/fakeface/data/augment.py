@@ -19,6 +19,8 @@ AUGMENTS = {
     "strong": ("flip", "crop", "jitter", "blur", "jpeg"),
     "source": ("flip", "jitter", "resample", "blur", "jpeg"),  # forget the storage history
     "wild": ("flip", "crop", "jitter", "light", "resample", "blur", "jpeg"),  # + framing and light
+    # + the capture chain of cameras, film and scans not in training (issue 43)
+    "capture": ("flip", "crop", "jitter", "light", "camera", "resample", "blur", "jpeg"),
 }
 STEPS = ("flip", *RANDOM_STEPS)
 

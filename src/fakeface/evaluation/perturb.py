@@ -105,6 +105,10 @@ RANDOM_STEPS = {
     "p=0.3 unsharp mask (radius U[1, 3) px, 50-150 %)",
     "background": "p=0.3: all but a centred ellipse (the face) replaced by a flat grey or pastel, "
     "feathered",
+    "camera": "an unfamiliar capture chain, each part on its own: p=0.3 colour cast (gains "
+    "x U[0.92, 1.08]), p=0.2 old colour (saturation x U[0.5, 1], blacks lifted U[0, 0.1]), p=0.2 "
+    "vignetting (corners down U[0, 0.4]), p=0.2 Bayer mosaic + bilinear demosaicing, p=0.3 sensor "
+    "noise (sigma U[0.005, 0.03], shot + read, p=0.5 as grain), p=0.1 black borders (2-10 %)",
     "resample": "p=0.5: down by U[0.25, 1) and back up, bilinear, bicubic or Lanczos at random",
     "blur": "p=0.5: Gaussian blur, sigma U[0, 3) px",
     "jpeg": "p=0.5: JPEG re-encoding at quality U{30..100}",
@@ -151,6 +155,8 @@ def random_steps(
             image = image.filter(ImageFilter.UnsharpMask(radius, percent, threshold=2))
     if "background" in steps and rng.random() < 0.3:
         image = plain_background(image, rng)
+    if "camera" in steps:
+        image = capture_chain(image, rng)
     if "resample" in steps and rng.random() < 0.5:
         factor = 0.25 + 0.75 * rng.random()
         image = down_up(image, factor, _FILTERS[min(int(3 * rng.random()), 2)])
@@ -177,6 +183,77 @@ def plain_background(image: Image.Image, rng: np.random.Generator | random.Rando
     grey = 170 + int(85 * rng.random())
     tint = [min(255, grey + int(30 * (rng.random() - 0.5))) for _ in range(3)]
     return Image.composite(image, Image.new("RGB", image.size, tuple(tint)), mask)
+
+
+def capture_chain(image: Image.Image, rng: np.random.Generator | random.Random) -> Image.Image:
+    """The marks of a camera and print the model never saw, drawn on fakes and reals alike.
+
+    Real photos come from sensors, old cameras and scans the training reals do not cover; a model
+    that learned "this colour science or this noise means real" reads every other camera as a
+    generator. Each part is drawn on its own, so most images get one or two of them.
+    """
+    a = np.asarray(to_rgb(image), dtype=np.float32) / 255
+    height, width = a.shape[:2]
+    if rng.random() < 0.3:  # white balance: a colour cast
+        a = a * np.array([0.92 + 0.16 * rng.random() for _ in range(3)], dtype=np.float32)
+    if rng.random() < 0.2:  # old film or faded print: weaker colour, lifted blacks
+        grey = a.mean(2, keepdims=True)
+        a = grey + (0.5 + 0.5 * rng.random()) * (a - grey)
+        lift = 0.1 * rng.random()
+        a = lift + (1 - lift) * a
+    if rng.random() < 0.2:  # lens vignetting: darker corners
+        y, x = np.ogrid[:height, :width]
+        r2 = ((2 * x / max(width - 1, 1) - 1) ** 2 + (2 * y / max(height - 1, 1) - 1) ** 2) / 2
+        a = a * (1 - 0.4 * rng.random() * r2)[..., None]
+    if rng.random() < 0.2:  # one colour per pixel (RGGB), the other two interpolated back
+        a = bilinear_demosaic(a)
+    if rng.random() < 0.3:  # sensor noise: shot (grows with the signal) + read, or film grain
+        sigma = 0.005 + 0.025 * rng.random()
+        noise = np.random.default_rng(int(rng.random() * 2**63)).standard_normal(a.shape)
+        noise = noise.astype(np.float32) * np.sqrt(sigma**2 * (0.3 + np.clip(a, 0, 1)))
+        if rng.random() < 0.5:
+            noise = _box3(noise)  # grain: spatially correlated
+        a = a + noise
+    image = Image.fromarray((np.clip(a, 0, 1) * 255 + 0.5).astype(np.uint8))
+    if rng.random() < 0.1:  # black borders, as where a crop ran past the photo's edge
+        bars = [round(side * (0.02 + 0.08 * rng.random())) if rng.random() < 0.5 else 0
+                for side in (width, height, width, height)]  # fmt: skip
+        canvas = Image.new("RGB", image.size)
+        box = (
+            bars[0],
+            bars[1],
+            max(bars[0] + 1, width - bars[2]),
+            max(bars[1] + 1, height - bars[3]),
+        )
+        canvas.paste(image.crop(box), box[:2])
+        image = canvas
+    return image
+
+
+def _box3(a: np.ndarray) -> np.ndarray:
+    """3x3 mean of each channel (edges repeated)."""
+    p = np.pad(a, ((1, 1), (1, 1), (0, 0)), mode="edge")
+    h, w = a.shape[:2]
+    return sum(p[i : i + h, j : j + w] for i in range(3) for j in range(3)) / 9
+
+
+def bilinear_demosaic(a: np.ndarray) -> np.ndarray:
+    """Keep one channel per pixel of an RGGB Bayer pattern and interpolate the rest bilinearly."""
+    h, w = a.shape[:2]
+    mask = np.zeros_like(a)
+    mask[0::2, 0::2, 0] = 1  # R
+    mask[0::2, 1::2, 1] = mask[1::2, 0::2, 1] = 1  # G
+    mask[1::2, 1::2, 2] = 1  # B
+    kernel = np.array([[0.25, 0.5, 0.25], [0.5, 1, 0.5], [0.25, 0.5, 0.25]], dtype=np.float32)
+    p_val = np.pad(a * mask, ((1, 1), (1, 1), (0, 0)))
+    p_mask = np.pad(mask, ((1, 1), (1, 1), (0, 0)))
+    total = np.zeros_like(a)
+    weight = np.zeros_like(a)
+    for i in range(3):
+        for j in range(3):
+            total += kernel[i, j] * p_val[i : i + h, j : j + w]
+            weight += kernel[i, j] * p_mask[i : i + h, j : j + w]
+    return np.where(mask > 0, a, total / np.maximum(weight, 1e-6))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,5 +1,5 @@
 """The run's own Lightning callbacks, listed in conf/callbacks/: throughput and history for
-metrics.json; crash-safe checkpoints (atomic writes, a `last.ckpt` on Ctrl-C or SIGTERM)."""
+metrics.json; the weights' moving average; crash-safe checkpoints (atomic writes, a `last.ckpt` on Ctrl-C or SIGTERM)."""
 
 from __future__ import annotations
 
@@ -13,11 +13,26 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.callbacks import Callback, EMAWeightAveraging, ModelCheckpoint
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 log = logging.getLogger(__name__)
+
+
+class EMAWeights(EMAWeightAveraging):
+    """Lightning's EMA of the weights (callbacks.ema), tested and exported as it is checkpointed.
+
+    A checkpoint's state_dict holds the average; Lightning's callback, loading one outside a fit
+    (the test after training), puts the live weights back in, so the test would score weights
+    that are never exported. Only a resumed fit needs the live weights.
+    """
+
+    def on_load_checkpoint(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        if trainer.state.fn == TrainerFn.FITTING:
+            super().on_load_checkpoint(trainer, pl_module, checkpoint)
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
