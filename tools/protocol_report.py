@@ -23,7 +23,7 @@ import torch
 from torchmetrics.functional.classification import binary_auroc
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from protocol import GENERATORS, REALS, RUNS  # noqa: E402
+from protocol import GENERATORS, REALS, held_out  # noqa: E402
 
 
 def auroc(fake: np.ndarray, real: np.ndarray) -> float:
@@ -48,13 +48,14 @@ def load(out: Path) -> pd.DataFrame:
     for line in (out / "results.jsonl").read_text().splitlines():
         r = json.loads(line)
         run_dir = out / r["recipe"] / f"{r['run']}_s{r['seed']}"
-        frame = pd.read_csv(run_dir / "eval" / "predictions.csv")
+        # eval/: the test split and the held-out groups; eval_<groups>/: groups added later
+        frame = pd.concat([pd.read_csv(f) for f in sorted(run_dir.glob("eval*/predictions.csv"))])
         no_face = frame["p_fake"].isna() & frame["error"].isna()  # detect=true: not scored
         if no_face.any():
             counts = frame[no_face].groupby("group").size().to_dict()
             print(f"{r['recipe']} {r['run']} s{r['seed']}: no face found {counts}")
         frame = frame.dropna(subset=["p_fake"])
-        held = set(RUNS[r["run"]][1])
+        held = set(held_out(r["run"], r["recipe"]))
         frames.append(frame.assign(recipe=r["recipe"], run=r["run"], seed=r["seed"],
                                    held_out=frame["group"].isin(held)))  # fmt: skip
         press = run_dir / "press" / "predictions.csv"
@@ -71,8 +72,11 @@ def recipe_tables(data: pd.DataFrame, target: float) -> tuple[list[str], dict]:
     gen_rows = []
     for (run, seed), d in data[data["run"] != "all"].groupby(["run", "seed"]):
         reals = d[(d["class_name"] == "real") & ~d["held_out"]]
-        for gen in [g for g in RUNS[run][1] if g in GENERATORS or g == "sg2-dev"]:
+        recipe = d["recipe"].iloc[0]
+        for gen in [g for g in held_out(run, recipe) if g in GENERATORS or g == "sg2-dev"]:
             p = d.loc[(d["group"] == gen) & (d["class_name"] == "fake"), "p_fake"].to_numpy()
+            if not len(p):
+                continue
             per_source = [auroc(p, r["p_fake"].to_numpy()) for _, r in reals.groupby("group")]
             gen_rows.append({"generator": gen, "seed": seed, "auc": auroc(p, reals["p_fake"].to_numpy()),
                              "worst_source_auc": min(per_source), "caught@0.5": (p >= 0.5).mean(),
@@ -80,8 +84,10 @@ def recipe_tables(data: pd.DataFrame, target: float) -> tuple[list[str], dict]:
     # Left-out real sources: p_fake of each.
     held_reals = {}
     for (run, seed), d in data[data["run"] != "all"].groupby(["run", "seed"]):
-        for src in [g for g in RUNS[run][1] if g in REALS]:
-            held_reals[(src, seed)] = d.loc[d["group"] == src, "p_fake"].to_numpy()
+        for src in [g for g in held_out(run, d["recipe"].iloc[0]) if g in REALS]:
+            p = d.loc[d["group"] == src, "p_fake"].to_numpy()
+            if len(p):  # (a group added to the protocol after this run is scored on rerunning)
+                held_reals[(src, seed)] = p
     seeds = sorted({s for _, s in held_reals})
     # The threshold: every left-out source <= target called fake (per seed, then the max).
     thresholds = {s: max(np.quantile(p, 1 - target) for (src, ss), p in held_reals.items() if ss == s)
@@ -154,6 +160,70 @@ def recipe_tables(data: pd.DataFrame, target: float) -> tuple[list[str], dict]:
                    "target": target, "trained_on_all": summary}  # fmt: skip
 
 
+def spread_table(data: pd.DataFrame, threshold: float) -> list[str]:
+    """Every recipe side by side, per left-out generator and real source: the mean over seeds,
+    the worst seed and the spread (max - min), the seeds' own numbers in brackets."""
+    rows = []
+    for (recipe, run, seed), d in data[data["run"] != "all"].groupby(["recipe", "run", "seed"]):
+        reals = d.loc[(d["class_name"] == "real") & ~d["held_out"], "p_fake"].to_numpy()
+        for group in held_out(run, recipe):
+            p = d.loc[d["group"] == group, "p_fake"].to_numpy()
+            if not len(p):
+                continue
+            if group in REALS:
+                rows += [{"recipe": recipe, "what": f"{group}: called fake at 0.5", "seed": seed,
+                          "value": (p >= 0.5).mean(), "worst": max},
+                         {"recipe": recipe, "what": f"{group}: called fake at {threshold:.3f}",
+                          "seed": seed, "value": (p >= threshold).mean(), "worst": max}]  # fmt: skip
+            else:
+                rows.append({"recipe": recipe, "what": f"{group}: ROC-AUC", "seed": seed,
+                             "value": auroc(p, reals), "worst": min})  # fmt: skip
+    if not rows:
+        return []
+    table = pd.DataFrame(rows)
+    recipes = list(dict.fromkeys(table["recipe"]))
+    lines = ["| left out | " + " | ".join(f"`{r}` mean, worst, spread (seeds)" for r in recipes) + " |",
+             "|---|" + "---|" * len(recipes)]  # fmt: skip
+    for what, w in table.groupby("what", sort=True):
+        cells = []
+        for recipe in recipes:
+            v = w.loc[w["recipe"] == recipe].sort_values("seed")
+            if v.empty:
+                cells.append("")
+                continue
+            x, worst = v["value"].to_numpy(), v["worst"].iloc[0]
+            pct = "ROC-AUC" not in what
+            f = (lambda y: f"{100 * y:.1f}") if pct else (lambda y: f"{y:.3f}")  # noqa: E731
+            cells.append(f"{f(x.mean())}, {f(worst(x))}, {f(x.max() - x.min())} "
+                         f"({' / '.join(f(y) for y in x)})")  # fmt: skip
+        lines.append(
+            f"| {what}{' (%)' if 'ROC-AUC' not in what else ''} | " + " | ".join(cells) + " |"
+        )
+    return lines
+
+
+def age_gender_table(data: pd.DataFrame, labels: Path, threshold: float) -> list[str]:
+    """FairFace left out: the share called fake at 0.5 and at `threshold` per age group and gender."""
+    if not labels.is_file():
+        return []
+    groups = pd.read_csv(labels).set_index("file")
+    d = data[(data["group"] == "fairface") & data["held_out"]].copy()
+    if d.empty:
+        return []
+    d["file"] = d["image_path"].map(lambda p: Path(p).name)
+    d = d.join(groups, on="file")
+    lines = ["| recipe | group | n (per seed) | called fake at 0.5 | at " + f"{threshold:.3f}"
+             + " |", "|---|---|---|---|---|"]  # fmt: skip
+    for recipe, r in d.groupby("recipe", sort=False):
+        seeds = r["seed"].nunique()
+        for key in ("age", "gender"):
+            for value, g in [("all", r), *r.groupby(key)] if key == "age" else r.groupby(key):
+                p = g["p_fake"].to_numpy()
+                lines.append(f"| {recipe} | {value} | {len(p) // seeds} | {(p >= 0.5).mean():.1%} | "
+                             f"{(p >= threshold).mean():.1%} |")  # fmt: skip
+    return lines
+
+
 def main(args: dict[str, str]) -> None:
     out = Path(args.get("out", "outputs/protocol"))
     target = float(args.get("target", 0.05))
@@ -165,6 +235,19 @@ def main(args: dict[str, str]) -> None:
                    f"Threshold for <= {target:.0%} of every left-out real source called fake: "
                    f"{point['threshold']:.3f}", ""]  # fmt: skip
         points[recipe] = point
+    fixed = float(args.get("threshold", 0.963))  # the released model's threshold
+    report += ["## Recipes over seeds", "", f"Left-out generators: ROC-AUC against the run's test "
+               "reals (worst: the lowest seed). Left-out real sources: the share called fake "
+               f"(worst: the highest seed), at 0.5 and at {fixed}.", "",
+               *spread_table(data, fixed), ""]  # fmt: skip
+    labels = Path(args.get("dev_data", "../shared/data")) / "faces-reals/flickr-fairface/labels.csv"
+    if ages := age_gender_table(data, labels, fixed):
+        report += [
+            "## FairFace left out, by age group and gender (all seeds pooled)",
+            "",
+            *ages,
+            "",
+        ]
     (out / "report.md").write_text("\n".join(report) + "\n")
     (out / "operating_point.json").write_text(json.dumps(points, indent=2))
     print("\n".join(report))
