@@ -219,6 +219,16 @@ def scored_files(path: Path, fmt: str) -> set[tuple[str, int, int]]:
     }
 
 
+def unscored(paths: list[Path], out: Path, fmt: str, resume: bool) -> tuple[list[Path], int]:
+    """The files of `paths` still to score (all of them unless `resume`) and how many the output
+    at `out` already holds with the same size and mtime."""
+    done = scored_files(out, fmt) if resume else set()
+    todo = [p for p in paths if (str(p), *file_stamp(p)) not in done]
+    if skipped := len(paths) - len(todo):
+        log.info("resume: %d of %d files already in %s, skipped", skipped, len(paths), out)
+    return todo, len(paths) - len(todo)
+
+
 def _rewrite(path: Path, fmt: str, table: pd.DataFrame) -> None:
     """Replace a CSV / JSONL output by `table` (after a crash left an image incomplete)."""
     temporary = path.with_name(path.name + ".tmp")

@@ -23,10 +23,9 @@ from fakeface.batch import (
     FORMATS,
     RowWriter,
     Tally,
-    file_stamp,
     predict_rows,
     read_inputs,
-    scored_files,
+    unscored,
 )
 from fakeface.cli import hydra_main
 from fakeface.detector import Detector
@@ -54,7 +53,7 @@ def previous_run(out: Path) -> Path:
     return runs[-1]
 
 
-def detector_settings(cfg: DictConfig) -> dict[str, Any]:
+def detector_kwargs(cfg: DictConfig) -> dict[str, Any]:
     """`fakeface.Detector`'s arguments from a predict config, as plain values (the Ray route
     sends them to its actors, so a model path is made absolute)."""
     model = cfg.classifier
@@ -71,12 +70,8 @@ def run_local(cfg: DictConfig, paths: list[Path], out: Path) -> None:
     """Score `paths` in this process, appending to `out`; resume=true skips what it holds."""
     from rich.console import Console
 
-    done = scored_files(out, cfg.format) if cfg.resume else set()
-    todo = [p for p in paths if (str(p), *file_stamp(p)) not in done]
-    skipped = len(paths) - len(todo)
-    if skipped:
-        log.info("resume: %d of %d files already in %s, skipped", skipped, len(paths), out)
-    detector = Detector(**detector_settings(cfg))
+    todo, skipped = unscored(paths, out, cfg.format, cfg.resume)
+    detector = Detector(**detector_kwargs(cfg))
     crop = detector.info.trained_on.get("face_crop")
     if crop and not cfg.detect:
         log.warning(
@@ -170,7 +165,7 @@ def main(cfg: DictConfig) -> str:
         from fakeface.scale import run_ray
 
         run_ray(
-            detector_settings(cfg), paths, out, resume=cfg.resume, batch_size=cfg.batch_size,
+            detector_kwargs(cfg), paths, out, resume=cfg.resume, batch_size=cfg.batch_size,
             workers=int(cfg.ray.workers), address=cfg.ray.address, num_cpus=cfg.ray.num_cpus,
         )  # fmt: skip
         return str(out)

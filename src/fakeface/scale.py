@@ -7,7 +7,6 @@ the output folder. docs/scale.md says how to start a cluster and what throughput
 
 from __future__ import annotations
 
-import logging
 import math
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,6 @@ import pandas as pd
 
 from fakeface.errors import ConfigError
 
-log = logging.getLogger(__name__)
 RAY_EXTRA = 'pip install "fakeface[ray]"'
 
 
@@ -34,15 +32,15 @@ class ScoreBatch:
         self.detector = Detector(**settings)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> pd.DataFrame:
-        from fakeface.batch import file_stamp, result_rows, rows_frame
+        from fakeface.batch import predict_rows, rows_frame
 
         files = [str(f) for f in batch["file"]]
-        results = self.detector.predict(files, batch_size=max(len(files), 1))
-        rows = []
-        for path, file, result in zip(batch["path"], files, results, strict=True):
-            for row in result_rows(result, file_stamp(file)):
-                rows.append(row | {"path": str(path), "error": row["error"].replace(file, path)})
-        return rows_frame(rows)
+        scored = predict_rows(self.detector, files, batch_size=max(len(files), 1))
+        return rows_frame([
+            row | {"path": str(path), "error": row["error"].replace(file, str(path))}
+            for path, file, rows in zip(batch["path"], files, scored, strict=True)
+            for row in rows
+        ])  # fmt: skip
 
 
 def run_ray(
@@ -69,14 +67,10 @@ def run_ray(
         raise ConfigError(f"engine=ray needs Ray Data: {RAY_EXTRA}") from None
     from rich.console import Console
 
-    from fakeface.batch import Tally, file_stamp, scored_files
+    from fakeface.batch import Tally, unscored
     from fakeface.deploy.modelfile import load_classifier
 
-    done = scored_files(out, "parquet") if resume else set()
-    todo = [p for p in paths if (str(p), *file_stamp(p)) not in done]
-    skipped = len(paths) - len(todo)
-    if skipped:
-        log.info("resume: %d of %d files already in %s, skipped", skipped, len(paths), out)
+    todo, skipped = unscored(paths, out, "parquet", resume)
     ray.init(
         address=address, num_cpus=None if address else num_cpus,
         include_dashboard=False, ignore_reinit_error=True, configure_logging=False,
