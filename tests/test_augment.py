@@ -143,7 +143,8 @@ def test_unknown_augment_is_a_clear_error(face_folder: Path) -> None:
     with pytest.raises(ConfigError, match=r"data.augment='sharpen': use one of none, flip, robust"):
         FaceDataModule(root=str(face_folder), augment="sharpen")
     with pytest.raises(
-        ConfigError, match=r"'flip\+sharpen'.*flip, crop, jitter, light, background, resample, blur"
+        ConfigError,
+        match=r"'flip\+sharpen'.*flip, crop, jitter, light, background, camera, resample, blur",
     ):
         FaceDataModule(root=str(face_folder), augment="flip+sharpen")
     with pytest.raises(ConfigError, match="data.augment=True"):

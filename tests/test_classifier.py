@@ -108,6 +108,7 @@ def test_export_round_trip_carries_architecture_and_image_size(tmp_path: Path) -
 @pytest.mark.slow
 def test_experiment_detector_trains_and_exports_its_final_weights(tmp_path: Path) -> None:
     from conftest import compose, make_face_folder
+    from fakeface.deploy.modelfile import classify
     from fakeface.train import train
 
     faces = make_face_folder(tmp_path / "faces")
@@ -123,9 +124,12 @@ def test_experiment_detector_trains_and_exports_its_final_weights(tmp_path: Path
             f"paths.root_dir={tmp_path}",
             f"paths.output_dir={out}",
             "callbacks.progress_bar=null",
+            # the capture chain and the weights' average ride along (one training, not three)
+            "data.augment=capture",
+            "callbacks.ema={_target_:fakeface.models.callbacks.EMAWeights,decay:0.5}",
         ],
     )
-    assert cfg.model.scheduler == "onecycle" and cfg.data.augment == "wild"
+    assert cfg.model.scheduler == "onecycle"
     metrics = train(cfg)
     # one-cycle ends at lr ~0: the final epoch (last.ckpt) is tested and exported, not the best
     assert Path(metrics["best_checkpoint"]).name == "last.ckpt"
@@ -137,6 +141,23 @@ def test_experiment_detector_trains_and_exports_its_final_weights(tmp_path: Path
     assert info.temperature == pytest.approx(calibration["temperature"]) and info.temperature > 0
     assert info.calibration["images"] == 12 and info.calibration["split"] == "valid"
     assert calibration["nll_after"] <= calibration["nll_before"] + 1e-9
+    # callbacks.ema: the checkpoint's state_dict is the average, and the exported file scores
+    # with it (Lightning's own callback would put the live weights back before the test).
+    ckpt = torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)
+    average, live = ckpt["state_dict"], ckpt["current_model_state"]
+    assert any(not torch.equal(average[k], live[k]) for k in average if "weight" in k)
+    loaded, _ = load_classifier(out / "classifier.ts")
+    x = torch.rand(4, 3, 64, 64)
+
+    def scores(state: dict) -> torch.Tensor:
+        model = CNNClassifier(**ckpt["hyper_parameters"]).eval()
+        model.load_state_dict(state)
+        with torch.no_grad():
+            return (model(x) / info.temperature).softmax(1)
+
+    exported = classify(loaded, x)
+    torch.testing.assert_close(exported, scores(average), rtol=1e-4, atol=1e-5)
+    assert not torch.allclose(exported, scores(live), atol=1e-5)
 
 
 def test_precise_bn_share_counts_batches_of_the_epoch() -> None:
@@ -207,42 +228,6 @@ def test_precise_bn_share_reestimates_over_that_share_in_a_fit(
     )
     trainer.fit(CNNClassifier(image_size=32, precise_bn_share=0.75), loader, loader)
     assert used == [24, 24]  # three quarters of 32 batches, before each epoch's validation
-
-
-@pytest.mark.slow
-def test_ema_weights_are_checkpointed_and_exported(tmp_path: Path) -> None:
-    # callbacks.ema: the checkpoint's state_dict is the average, and the exported file scores
-    # with it (Lightning's own callback would put the live weights back before the test).
-    from conftest import compose, make_face_folder
-    from fakeface.deploy.modelfile import classify
-    from fakeface.train import train
-
-    faces = make_face_folder(tmp_path / "faces")
-    out = tmp_path / "run"
-    cfg = compose(
-        "train",
-        ["experiment=detector", "debug=tiny", "trainer.max_epochs=2", "data.image_size=64",
-         f"data.root={faces}", "data.augment=capture", f"paths.root_dir={tmp_path}",
-         f"paths.output_dir={out}", "callbacks.progress_bar=null", "trainer.precision=32-true",
-         "callbacks.ema={_target_:fakeface.models.callbacks.EMAWeights,decay:0.5}"],
-    )  # fmt: skip
-    train(cfg)
-    ckpt = torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)
-    average, live = ckpt["state_dict"], ckpt["current_model_state"]
-    moved = [k for k in average if average[k].is_floating_point() and "weight" in k]
-    assert any(not torch.equal(average[k], live[k]) for k in moved)
-    loaded, info = load_classifier(out / "classifier.ts")
-    x = torch.rand(4, 3, 64, 64)
-
-    def scores(state: dict) -> torch.Tensor:
-        model = CNNClassifier(**ckpt["hyper_parameters"]).eval()
-        model.load_state_dict(state)
-        with torch.no_grad():
-            return (model(x) / info.temperature).softmax(1)
-
-    exported = classify(loaded, x)
-    torch.testing.assert_close(exported, scores(average), rtol=1e-4, atol=1e-5)
-    assert not torch.allclose(exported, scores(live), atol=1e-5)
 
 
 def test_ema_checkpoint_loaded_to_test_keeps_the_average() -> None:
