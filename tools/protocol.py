@@ -7,10 +7,13 @@ left-out real source called fake. Every run is a plain `python -m fakeface.train
 
     python tools/protocol.py dev_data=../shared/data out=outputs/protocol recipe=capture seeds=0,1,2
         [runs=lo_sg3_studio,lo_sd_web,...] [dcgan=data/dcgan-cpu] [extra="trainer.max_epochs=8"]
+        [score_only=true]
 
 Writes <out>/<recipe>/<run>_s<seed>/ (the training run, eval/ inside; the run trained on
 everything also press/: press-sports' whole photos through detect=true) and <out>/results.jsonl.
-A run evaluated before a held-out group was added scores it on rerunning, into eval_<group>/.
+A run evaluated before a held-out group was added scores it on rerunning, into eval_<group>/
+(score_only=true: only that, no training). dcgan=<folder>: the DCGAN's faces in <folder>/fake and
+64-px real crops in <folder>/real (tools/face_crops.py's heldout/real), both scored whole.
 """
 
 from __future__ import annotations
@@ -31,10 +34,13 @@ REALS = {  # left-out real source -> its folder under dev_data
 }
 GENERATORS = {"sg3": "faces-sg3/fake", "sd21": "faces-sd/fake", "sg2": "faces-xsrc/fake",
               "dcgan-cpu": "dcgan-cpu/fake"}  # fmt: skip
+# 64-px real face crops cut as the DCGAN's training crops were (tools/face_crops.py's heldout/):
+# the DCGAN's faces are ranked against these, so that size and framing tell the model nothing
+DCGAN_REALS = {"dcgan-real": "dcgan-cpu/real"}
 ALL = ["faces-dev", "faces-xsrc", "faces-sg3", "faces-sd", "faces-reals/studio-tw",
        "faces-reals/web-mixed", "faces-reals/film-imfdb"]  # fmt: skip
 NEW_REALS = ["faces-reals/news-lfw", "faces-reals/flickr-fairface"]
-DCGAN = "dcgan-cpu"  # the one-hour CPU DCGAN's 1,000 faces (docs/dcgan.md): <dcgan>/fake
+DCGAN = "dcgan-cpu"  # <dcgan>/fake: the one-hour CPU DCGAN's 1,000 faces (docs/dcgan.md)
 
 # run -> (folders left out of training, held-out groups scored). Each run leaves one generator and
 # one or two real sources out at once (several questions per training run); a recipe's folders
@@ -78,7 +84,7 @@ RECIPES = {
         ALL,
     ),
     # issue 44: the released recipe + the DCGAN's faces as one more fake folder
-    "crop_dcgan": ([], [*ALL, DCGAN]),
+    "crop_dcgan": ([], [*ALL, GENERATORS["dcgan-cpu"]]),
     # issue 43: every real source, the capture-chain augmentation, the weights' moving average
     "capture": (["data.augment=capture", EMA], [*ALL, *NEW_REALS]),
 }
@@ -96,11 +102,13 @@ def training_folders(folders: list[str], left_out: tuple[str, ...]) -> list[str]
 
 
 def held_out(run: str, recipe: str) -> dict[str, str]:
-    """The groups `run` scores for `recipe`: its left-out sources, and the DCGAN's faces unless
-    the recipe trains on them."""
+    """The groups `run` scores for `recipe`: its left-out sources, the DCGAN's faces unless the
+    recipe trains on them, and the 64-px real crops they are ranked against."""
     groups = dict(RUNS[run][1])
-    if DCGAN not in RECIPES[recipe][1] and run != "all":
-        groups["dcgan-cpu"] = GENERATORS["dcgan-cpu"]
+    if run != "all":
+        if GENERATORS["dcgan-cpu"] not in RECIPES[recipe][1]:
+            groups["dcgan-cpu"] = GENERATORS["dcgan-cpu"]
+        groups |= DCGAN_REALS
     return groups
 
 
@@ -143,6 +151,8 @@ def main(args: dict[str, str]) -> None:
             crops = "data.face_crop=null" not in overrides and not experiment
             if report_file.is_file():  # done before: rerunning the script resumes
                 score_missing(run_dir, groups, where, crops)
+                continue
+            if args.get("score_only") == "true":  # only the groups missing from finished runs
                 continue
             roots = ",".join(str(where(f)) for f in folders)
             start = time.time()

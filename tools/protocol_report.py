@@ -23,7 +23,7 @@ import torch
 from torchmetrics.functional.classification import binary_auroc
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from protocol import GENERATORS, REALS, held_out  # noqa: E402
+from protocol import DCGAN_REALS, GENERATORS, REALS, held_out  # noqa: E402
 
 
 def auroc(fake: np.ndarray, real: np.ndarray) -> float:
@@ -161,23 +161,39 @@ def recipe_tables(data: pd.DataFrame, target: float) -> tuple[list[str], dict]:
 
 
 def spread_table(data: pd.DataFrame, threshold: float) -> list[str]:
-    """Every recipe side by side, per left-out generator and real source: the mean over seeds,
-    the worst seed and the spread (max - min), the seeds' own numbers in brackets."""
+    """Every recipe side by side, per left-out generator and real source (and run): the mean
+    over seeds, the worst seed and the spread (max - min), the seeds' own numbers in brackets.
+    The DCGAN's faces are ranked against the 64-px real crops (dcgan-real), not the test reals."""
     rows = []
     for (recipe, run, seed), d in data[data["run"] != "all"].groupby(["recipe", "run", "seed"]):
         reals = d.loc[(d["class_name"] == "real") & ~d["held_out"], "p_fake"].to_numpy()
-        for group in held_out(run, recipe):
+        small = d.loc[d["group"] == "dcgan-real", "p_fake"].to_numpy()  # 64-px real crops
+        test = d[~d["held_out"]]  # the run's own test split: sources and generators trained on
+        fakes = test.loc[test["class_name"] == "fake", "p_fake"].to_numpy()
+        rows += [{"recipe": recipe, "what": f"test split ({run}): ROC-AUC", "seed": seed,
+                  "value": auroc(fakes, reals), "worst": min},
+                 {"recipe": recipe, "what": f"test split ({run}): fakes caught at {threshold:.3f}",
+                  "seed": seed, "value": (fakes >= threshold).mean(), "worst": min},
+                 {"recipe": recipe, "what": f"test split ({run}): reals called fake at "
+                  f"{threshold:.3f}", "seed": seed, "value": (reals >= threshold).mean(),
+                  "worst": max}]  # fmt: skip
+        groups = list(held_out(run, recipe))
+        if "dcgan-cpu/fake" in set(d["group"]):  # the DCGAN trained on: its test split
+            groups.append("dcgan-cpu/fake")
+        for group in groups:
             p = d.loc[d["group"] == group, "p_fake"].to_numpy()
             if not len(p):
                 continue
-            if group in REALS:
-                rows += [{"recipe": recipe, "what": f"{group}: called fake at 0.5", "seed": seed,
+            what = f"{group} ({run})"
+            if group in REALS or group in DCGAN_REALS:
+                rows += [{"recipe": recipe, "what": f"{what}: called fake at 0.5", "seed": seed,
                           "value": (p >= 0.5).mean(), "worst": max},
-                         {"recipe": recipe, "what": f"{group}: called fake at {threshold:.3f}",
+                         {"recipe": recipe, "what": f"{what}: called fake at {threshold:.3f}",
                           "seed": seed, "value": (p >= threshold).mean(), "worst": max}]  # fmt: skip
-            else:
-                rows.append({"recipe": recipe, "what": f"{group}: ROC-AUC", "seed": seed,
-                             "value": auroc(p, reals), "worst": min})  # fmt: skip
+            else:  # the DCGAN's 64-px faces against 64-px real crops, the others the test reals
+                against = small if group.startswith("dcgan-cpu") and len(small) else reals
+                rows.append({"recipe": recipe, "what": f"{what}: ROC-AUC", "seed": seed,
+                             "value": auroc(p, against), "worst": min})  # fmt: skip
     if not rows:
         return []
     table = pd.DataFrame(rows)
