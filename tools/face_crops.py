@@ -11,6 +11,10 @@ Photos without a face are left out and counted. Face boxes are cached in <out>/f
 (fakeface.data.faceboxes), so a second run only looks at new files. Then:
 
     python -m fakeface.train experiment=dcgan_cpu data.root=<out>/train
+
+or both in one command: `--train [override ...]` trains experiment=dcgan_cpu on the crops when
+they are cut, with KID measured against the held-out crops, and passes the overrides on
+(`--train ckpt_path=last` resumes an interrupted run; the crops already cut are kept).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import subprocess
 import sys
 from pathlib import Path
 
@@ -33,6 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--margin", type=float, default=0.4, help="face_window margin (predict's)")
     parser.add_argument("--detector", default="mtcnn", help="a preset of conf/detector/")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--train", nargs="*", metavar="OVERRIDE", default=None,
+                        help="then train experiment=dcgan_cpu on the crops (Hydra overrides)")  # fmt: skip
     args = parser.parse_args(argv)
     if not 0.0 <= args.holdout < 1.0:
         parser.error(f"--holdout {args.holdout}: give a share in [0, 1)")
@@ -77,7 +84,15 @@ def main(argv: list[str] | None = None) -> int:
     (args.out / "crops.json").write_text(
         json.dumps(vars(args) | {"counts": counts}, indent=2, default=str)
     )
-    return 0
+    if args.train is None:
+        return 0
+    heldout = args.out / "heldout" / "real"
+    command = [sys.executable, "-m", "fakeface.train", "experiment=dcgan_cpu",
+               f"data.root={args.out / 'train'}",
+               *([f"callbacks.gan_monitor.kid_reference={heldout}"] if heldout.is_dir() else []),
+               *args.train]  # fmt: skip
+    print(" ".join(command), flush=True)
+    return subprocess.run(command).returncode
 
 
 if __name__ == "__main__":
