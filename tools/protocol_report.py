@@ -218,6 +218,12 @@ def spread_table(data: pd.DataFrame, threshold: float) -> list[str]:
     return lines
 
 
+def _first_number(text: str) -> tuple[int, str]:
+    """Sort key: age groups by their first number (0-2, 3-9, 10-19, ..., 70+), then by name."""
+    digits = "".join(c if c.isdigit() else " " for c in text).split()
+    return (int(digits[0]) if digits else 0, text)
+
+
 def age_gender_table(data: pd.DataFrame, labels: Path, threshold: float) -> list[str]:
     """FairFace left out: the share called fake at 0.5 and at `threshold` per age group and gender."""
     if not labels.is_file():
@@ -233,7 +239,8 @@ def age_gender_table(data: pd.DataFrame, labels: Path, threshold: float) -> list
     for recipe, r in d.groupby("recipe", sort=False):
         seeds = r["seed"].nunique()
         for key in ("age", "gender"):
-            for value, g in [("all", r), *r.groupby(key)] if key == "age" else r.groupby(key):
+            parts = sorted(r.groupby(key), key=lambda kv: _first_number(str(kv[0])))
+            for value, g in [("all", r), *parts] if key == "age" else parts:
                 p = g["p_fake"].to_numpy()
                 lines.append(f"| {recipe} | {value} | {len(p) // seeds} | {(p >= 0.5).mean():.1%} | "
                              f"{(p >= threshold).mean():.1%} |")  # fmt: skip
