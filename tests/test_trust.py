@@ -40,9 +40,11 @@ def test_the_backbone_weights_load_from_their_wheel_and_know_imagenet() -> None:
     # ImageNet class 967 is espresso, 285 Egyptian cat: the weights really loaded
     assert probs.argmax(1).tolist() == [967, 285]
     assert probs.max(1).values.min() > 0.5
+    torch.manual_seed(1)  # a random head's largest softmax varies with the draw (0.02-0.08 seen)
     random = imagenet_backbone("efficientnet_lite0", pretrained=False).eval()
     with torch.no_grad():
-        assert random(imagenet_batch()).softmax(1).max() < 0.1  # and without them, it is chance
+        guess = random(imagenet_batch()).softmax(1)
+    assert guess.max() < 0.1 and guess.argmax(1).tolist() != [967, 285]  # without them: chance
 
 
 def test_the_detector_network_takes_zero_to_one_input_and_scales_it_itself() -> None:
