@@ -22,7 +22,10 @@ import json
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+
+Where = Callable[[str], Path]  # a folder name of the protocol -> its path on this machine
 
 REALS = {  # left-out real source -> its folder under dev_data
     "studio-tw": "faces-reals/studio-tw/real",
@@ -180,7 +183,7 @@ def main(args: dict[str, str]) -> None:
                 f.write(json.dumps(row) + "\n")
 
 
-def score_missing(run_dir: Path, groups: dict[str, str], where, crops: bool) -> None:  # noqa: ANN001
+def score_missing(run_dir: Path, groups: dict[str, str], where: Where, crops: bool) -> None:
     """Score the held-out groups no eval*/ folder of the run has scored yet (added later, or
     the DCGAN's faces: already 64-px face crops, scored whole, not through the face finder)."""
     scored = {g["group"] for f in run_dir.glob("eval*/report.json")
@@ -192,7 +195,7 @@ def score_missing(run_dir: Path, groups: dict[str, str], where, crops: bool) -> 
             evaluate(run_dir, part, where, crops and not whole, f"eval_{'_'.join(sorted(part))}")
 
 
-def evaluate(run_dir: Path, groups: dict[str, str], where, crops: bool, into: str,  # noqa: ANN001
+def evaluate(run_dir: Path, groups: dict[str, str], where: Where, crops: bool, into: str,
              split: str = "none") -> None:  # fmt: skip
     """Score the run's classifier on `groups` (and its own test split with split=test)."""
     listed = ",".join(f"{k}: {where(v)}" for k, v in groups.items())

@@ -9,13 +9,12 @@ test split (in-distribution), on each left-out generator and each left-out real 
 the left-out real photos that the run's model calls fake or unsure (p_fake >= 0.164, the
 released model's unsure edge). The features are the ImageNet EfficientNet-Lite0 features of
 the largest face that tools/familiarity.py caches per folder (<features>/<folder>.npz):
-photos not in that cache (no face found, or a folder never measured) are left out, and counted.
+photos not in that cache (no face found, or a folder never measured) are left out.
 Writes <out>/familiar.md and prints it.
 """
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -23,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from protocol import REALS, held_out  # noqa: E402
+from protocol_report import load  # noqa: E402
 
 UNSURE_EDGE = 0.164  # the released model's unsure band starts here (docs/model_card.md)
 
@@ -38,34 +37,32 @@ def feature_table(store: Path) -> dict[str, np.ndarray]:
     return table
 
 
-def run_rates(run_dir: Path, run: str, recipe: str, table: dict[str, np.ndarray]) -> list[dict]:
+def run_rates(
+    run_dir: Path, scored: pd.DataFrame, table: dict[str, np.ndarray]
+) -> list[dict]:  # fmt: skip
+    """One run: its own reference (training split) and threshold (validation split), then how
+    often the signal fires on its test split and on each held-out group of `scored`."""
     from fakeface.familiar import Familiarity
 
     split = pd.read_csv(run_dir / "split.csv")
-    path_col = next(c for c in ("image_path", "path") if c in split.columns)
-    has = split[path_col].isin(table.keys())
+    split = split[split["image_path"].isin(table.keys())]
 
     def feats(paths: pd.Series) -> np.ndarray:
         return np.stack([table[p] for p in paths])
 
-    train = split[has & (split["split"] == "train")][path_col]
-    valid = split[has & (split["split"] == "valid")][path_col]
-    test = split[has & (split["split"] == "test")][path_col]
-    familiar = Familiarity.fit(feats(train), feats(valid))
-    rows = [{"group": "test split (in-distribution)", "kind": "known", "photos": len(test),
-             "missing": int((~has & (split["split"] == "test")).sum()),
-             "unfamiliar": float((familiar.novelty(feats(test)) > 1).mean())}]  # fmt: skip
-    predictions = pd.concat(pd.read_csv(f) for f in run_dir.glob("eval*/predictions.csv"))
-    for group in held_out(run, recipe):
-        scored = predictions[predictions["group"] == group]
-        known = scored[scored["image_path"].isin(table.keys())]
+    part = {
+        name: split.loc[split["split"] == name, "image_path"] for name in ("train", "valid", "test")
+    }
+    familiar = Familiarity.fit(feats(part["train"]), feats(part["valid"]))
+    rows = [{"group": "test split (in-distribution)", "photos": len(part["test"]),
+             "unfamiliar": float((familiar.novelty(feats(part["test"])) > 1).mean())}]  # fmt: skip
+    for group, held in scored[scored["held_out"]].groupby("group", sort=False):
+        known = held[held["image_path"].isin(table.keys())]
         if known.empty:
             continue
         fired = familiar.novelty(feats(known["image_path"])) > 1
         doubtful = (known["p_fake"] >= UNSURE_EDGE).to_numpy()
-        kind = "left-out real" if group in REALS else "left-out generator"
-        rows.append({"group": group, "kind": kind, "photos": len(known),
-                     "missing": len(scored) - len(known), "unfamiliar": float(fired.mean()),
+        rows.append({"group": group, "photos": len(known), "unfamiliar": float(fired.mean()),
                      "among_fake_or_unsure": float(fired[doubtful].mean()) if doubtful.any()
                      else float("nan"), "fake_or_unsure": float(doubtful.mean())})  # fmt: skip
     return rows
@@ -75,13 +72,12 @@ def main(args: dict[str, str]) -> None:
     out = Path(args.get("out", "outputs/protocol"))
     table = feature_table(Path(args.get("features", "data/familiar")))
     rows = []
-    for line in (out / "results.jsonl").read_text().splitlines():
-        r = json.loads(line)
-        if r["run"] == "all":
-            continue
-        run_dir = out / r["recipe"] / f"{r['run']}_s{r['seed']}"
-        for row in run_rates(run_dir, r["run"], r["recipe"], table):
-            rows.append({"recipe": r["recipe"], "run": r["run"], "seed": r["seed"], **row})
+    data = load(out)  # every scored image of every run (tools/protocol_report.py)
+    for (recipe, run, seed), scored in data[data["run"] != "all"].groupby(
+        ["recipe", "run", "seed"], sort=False
+    ):
+        for row in run_rates(out / recipe / f"{run}_s{seed}", scored, table):
+            rows.append({"recipe": recipe, "run": run, "seed": seed, **row})
     frame = pd.DataFrame(rows)
     lines = ["| recipe | group | runs | photos per run | fires on | fires among those called fake "
              "or unsure (share of the group called so) |", "|---|---|---|---|---|---|"]  # fmt: skip

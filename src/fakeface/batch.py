@@ -226,7 +226,7 @@ def unscored(paths: list[Path], out: Path, fmt: str, resume: bool) -> tuple[list
     todo = [p for p in paths if (str(p), *file_stamp(p)) not in done]
     if skipped := len(paths) - len(todo):
         log.info("resume: %d of %d files already in %s, skipped", skipped, len(paths), out)
-    return todo, len(paths) - len(todo)
+    return todo, skipped
 
 
 def _rewrite(path: Path, fmt: str, table: pd.DataFrame) -> None:

@@ -1,5 +1,6 @@
 """The run's own Lightning callbacks, listed in conf/callbacks/: throughput and history for
-metrics.json; the weights' moving average; crash-safe checkpoints (atomic writes, a `last.ckpt` on Ctrl-C or SIGTERM)."""
+metrics.json; the weights' moving average; crash-safe checkpoints (atomic writes, a `last.ckpt`
+on Ctrl-C or SIGTERM)."""
 
 from __future__ import annotations
 
