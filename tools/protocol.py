@@ -90,6 +90,9 @@ RECIPES = {
     "crop_dcgan": ([], [*ALL, GENERATORS["dcgan-cpu"]]),
     # issue 43: every real source, the capture-chain augmentation, the weights' moving average
     "capture": (["data.augment=capture", EMA], [*ALL, *NEW_REALS]),
+    # capture without FairFace's candid photos (LFW's news photos kept): on lo_sd_web, which
+    # leaves FairFace out, it trains exactly what capture trains
+    "camera": (["data.augment=capture", EMA], [*ALL, "faces-reals/news-lfw"]),
 }
 
 

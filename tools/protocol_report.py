@@ -177,7 +177,8 @@ def spread_table(data: pd.DataFrame, threshold: float) -> list[str]:
                  {"recipe": recipe, "what": f"test split ({run}): reals called fake at "
                   f"{threshold:.3f}", "seed": seed, "value": (reals >= threshold).mean(),
                   "worst": max}]  # fmt: skip
-        groups = list(held_out(run, recipe))
+        # a recipe's variants scored by tools/clip_probe.py are named '<recipe>: <variant>'
+        groups = list(held_out(run, recipe.split(":")[0]))
         if "dcgan-cpu/fake" in set(d["group"]):  # the DCGAN trained on: its test split
             groups.append("dcgan-cpu/fake")
         for group in groups:
