@@ -93,6 +93,8 @@ RECIPES = {
     # capture without FairFace's candid photos (LFW's news photos kept): on lo_sd_web, which
     # leaves FairFace out, it trains exactly what capture trains
     "camera": (["data.augment=capture", EMA], [*ALL, "faces-reals/news-lfw"]),
+    # the released recipe + only the weights' moving average (capture's third change)
+    "ema": ([EMA], ALL),
 }
 
 

@@ -72,7 +72,7 @@ def recipe_tables(data: pd.DataFrame, target: float) -> tuple[list[str], dict]:
     gen_rows = []
     for (run, seed), d in data[data["run"] != "all"].groupby(["run", "seed"]):
         reals = d[(d["class_name"] == "real") & ~d["held_out"]]
-        recipe = d["recipe"].iloc[0]
+        recipe = d["recipe"].iloc[0].split(":")[0]  # tools/clip_probe.py: "<recipe>: <variant>"
         for gen in [g for g in held_out(run, recipe) if g in GENERATORS or g == "sg2-dev"]:
             p = d.loc[(d["group"] == gen) & (d["class_name"] == "fake"), "p_fake"].to_numpy()
             if not len(p):
@@ -84,7 +84,7 @@ def recipe_tables(data: pd.DataFrame, target: float) -> tuple[list[str], dict]:
     # Left-out real sources: p_fake of each.
     held_reals = {}
     for (run, seed), d in data[data["run"] != "all"].groupby(["run", "seed"]):
-        for src in [g for g in held_out(run, d["recipe"].iloc[0]) if g in REALS]:
+        for src in [g for g in held_out(run, d["recipe"].iloc[0].split(":")[0]) if g in REALS]:
             p = d.loc[d["group"] == src, "p_fake"].to_numpy()
             if len(p):  # (a group added to the protocol after this run is scored on rerunning)
                 held_reals[(src, seed)] = p
