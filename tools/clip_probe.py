@@ -11,7 +11,10 @@ each scaled to unit length) is fitted on that run's training split, with the bal
 detector's epochs have (each class half, each source folder an equal share of its class), its
 L2 weight chosen on the run's validation split. It then scores what the run's detector scored:
 the test split and the groups left out. Three rows per run come out, side by side over seeds
-(protocol_report's table): the detector, the probe, and the mean of the two p_fake.
+(protocol_report's table): the detector, the probe, and the mean of the two p_fake; then each
+one's own operating point (`target=0.02`: at most 2 % of every left-out real source called
+fake), and how often CLIP's features flag a face as unfamiliar (the shipped rule: the distance to
+the 10th nearest training face above the validation faces' 95th percentile).
 
 Face crops: the largest MTCNN face, margin 0.4, as the detector is trained and scored on;
 the DCGAN's 64-px faces are left out (they are not face photos to crop). Features are kept in
