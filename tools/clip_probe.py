@@ -13,8 +13,9 @@ L2 weight chosen on the run's validation split. It then scores what the run's de
 the test split and the groups left out. Three rows per run come out, side by side over seeds
 (protocol_report's table): the detector, the probe, and the mean of the two p_fake; then each
 one's own operating point (`target=0.02`: at most 2 % of every left-out real source called
-fake), and how often CLIP's features flag a face as unfamiliar (the shipped rule: the distance to
-the 10th nearest training face above the validation faces' 95th percentile).
+fake), and how often CLIP's features flag a face as unfamiliar (fakeface.familiar's rule: the distance
+to the 10th nearest training face, on 128 main axes, above the validation faces' 95th
+percentile).
 
 Face crops: the largest MTCNN face, margin 0.4, as the detector is trained and scored on;
 the DCGAN's 64-px faces are left out (they are not face photos to crop). Features are kept in
@@ -141,16 +142,15 @@ def probe_run(run_dir: Path, scored: pd.DataFrame, feats: dict[str, np.ndarray])
 
 
 def unfamiliar(reference: pd.Series, valid: pd.Series, rows: pd.Series,
-               feats: dict[str, np.ndarray], k: int = 10) -> np.ndarray:  # fmt: skip
-    """CLIP features as the "unfamiliar photo" signal: a face's distance to its k-th nearest
-    training face, above what 95 % of the validation faces stay under."""
-    ref = torch.tensor(np.stack([feats[p] for p in reference]))
+               feats: dict[str, np.ndarray]) -> np.ndarray:  # fmt: skip
+    """CLIP features through the shipped "unfamiliar photo" rule (fakeface.familiar): reference
+    the training faces, threshold from the validation faces."""
+    from fakeface.familiar import Familiarity
 
-    def kth(paths: pd.Series) -> np.ndarray:
-        x = torch.tensor(np.stack([feats[p] for p in paths]))
-        return torch.cdist(x, ref).kthvalue(k, dim=1).values.numpy()
+    def stack(paths: pd.Series) -> np.ndarray:
+        return np.stack([feats[p] for p in paths])
 
-    return kth(rows) > np.quantile(kth(valid), 0.95)
+    return Familiarity.fit(stack(reference), stack(valid)).novelty(stack(rows)) > 1
 
 
 def familiar_table(scored: pd.DataFrame) -> list[str]:

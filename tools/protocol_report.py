@@ -66,14 +66,22 @@ def load(out: Path) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
+def variant_held_out(run: str, recipe: str) -> dict[str, str]:
+    """held_out for a recipe or a variant of it scored by tools/clip_probe.py ("<recipe>: <variant>")."""
+    return held_out(run, recipe.split(":")[0])
+
+
 def recipe_tables(data: pd.DataFrame, target: float) -> tuple[list[str], dict]:
     lines = []
     # Left-out generators, against the test reals of the sources the run trained on.
     gen_rows = []
     for (run, seed), d in data[data["run"] != "all"].groupby(["run", "seed"]):
         reals = d[(d["class_name"] == "real") & ~d["held_out"]]
-        recipe = d["recipe"].iloc[0].split(":")[0]  # tools/clip_probe.py: "<recipe>: <variant>"
-        for gen in [g for g in held_out(run, recipe) if g in GENERATORS or g == "sg2-dev"]:
+        for gen in [
+            g
+            for g in variant_held_out(run, d["recipe"].iloc[0])
+            if g in GENERATORS or g == "sg2-dev"
+        ]:
             p = d.loc[(d["group"] == gen) & (d["class_name"] == "fake"), "p_fake"].to_numpy()
             if not len(p):
                 continue
@@ -84,7 +92,7 @@ def recipe_tables(data: pd.DataFrame, target: float) -> tuple[list[str], dict]:
     # Left-out real sources: p_fake of each.
     held_reals = {}
     for (run, seed), d in data[data["run"] != "all"].groupby(["run", "seed"]):
-        for src in [g for g in held_out(run, d["recipe"].iloc[0].split(":")[0]) if g in REALS]:
+        for src in [g for g in variant_held_out(run, d["recipe"].iloc[0]) if g in REALS]:
             p = d.loc[d["group"] == src, "p_fake"].to_numpy()
             if len(p):  # (a group added to the protocol after this run is scored on rerunning)
                 held_reals[(src, seed)] = p
@@ -177,8 +185,7 @@ def spread_table(data: pd.DataFrame, threshold: float) -> list[str]:
                  {"recipe": recipe, "what": f"test split ({run}): reals called fake at "
                   f"{threshold:.3f}", "seed": seed, "value": (reals >= threshold).mean(),
                   "worst": max}]  # fmt: skip
-        # a recipe's variants scored by tools/clip_probe.py are named '<recipe>: <variant>'
-        groups = list(held_out(run, recipe.split(":")[0]))
+        groups = list(variant_held_out(run, recipe))
         if "dcgan-cpu/fake" in set(d["group"]):  # the DCGAN trained on: its test split
             groups.append("dcgan-cpu/fake")
         for group in groups:
